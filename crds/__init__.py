@@ -1,0 +1,1 @@
+"""The Workspace API: the CRD YAML and the one Python model of its schema. Imports nothing of ours, does no I/O."""
