@@ -1,1 +1,4 @@
-"""The Workspace API: the CRD YAML and the one Python model of its schema. Imports nothing of ours, does no I/O."""
+"""The Workspace API: the CRD YAML and the one Python model of its schema.
+
+Imports nothing of ours and does no I/O.
+"""

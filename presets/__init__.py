@@ -1,1 +1,4 @@
-"""Model and GPU catalogs, expansion, validation and GPU fit (pure), plus the data-plane runtime in presets.runtime."""
+"""Model and GPU catalogs, expansion, validation and GPU fit (pure).
+
+The data-plane runtime (model server, tuning job) lives in presets.runtime.
+"""

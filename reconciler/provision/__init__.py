@@ -1,1 +1,1 @@
-"""Node provisioners: how a Workspace gets its GPU nodes (Karpenter NodeClaims, AKS agent pools, BYO)."""
+"""Node provisioners: how a Workspace gets its GPU nodes (NodeClaims, AKS agent pools, BYO)."""

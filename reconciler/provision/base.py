@@ -21,7 +21,7 @@ Obj = dict[str, Any]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRequest:
-    """What one Workspace needs from the provisioner (computed by the reconciler from the expanded spec)."""
+    """What one Workspace needs from the provisioner (from the expanded spec)."""
 
     namespace: str
     name: str
@@ -39,7 +39,7 @@ class NodeRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeStatus:
-    """The provisioner's answer: ready nodes and, when not ready, the real reason in the provider's words."""
+    """The answer: ready nodes and, when not ready, the real reason in the provider's words."""
 
     ready: bool
     nodes: Sequence[str] = ()
@@ -57,11 +57,13 @@ class Snapshot:
 
 
 class Writer(Protocol):
-    """Writes made on behalf of the pass; NotFound on delete and AlreadyExists on create count as success."""
+    """Writes made for the pass; NotFound on delete and AlreadyExists on create are success."""
 
     def create(self, obj: Obj) -> Obj: ...
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None: ...
+    def delete(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> None: ...
 
     def event(self, involved: Obj, type_: str, reason: str, message: str) -> None: ...
 
@@ -76,5 +78,5 @@ class Provisioner(Protocol):
         ...
 
     def sweep(self, live: set[tuple[str, str]], snap: Snapshot, writer: Writer) -> list[str]:
-        """Delete what we made for Workspaces not in `live` (namespace, name), after a grace period."""
+        """Delete what we made for Workspaces not in `live` (namespace, name), after a grace."""
         ...

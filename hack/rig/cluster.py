@@ -1,0 +1,236 @@
+"""A real Kubernetes control plane on loopback: etcd, apiserver, controller manager, scheduler.
+
+Why: tests and the demo need a real API server on machines without Docker (see
+docs/contracts.md "Test rig"). `python -m rig.cluster up|down|status|logs COMPONENT` is
+the command line; `ControlPlane(state_dir)` the Python face used by the pytest fixture.
+
+It must not: start a second copy when one is already healthy in the same state dir,
+stop processes it did not record, listen on anything but 127.0.0.1, or leave a half
+started control plane behind when `up` fails (it stops what it started and raises with
+the failing component's log tail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client import ApiClient, Configuration
+
+from rig import k8sbuild, procs
+from rig.certs import make_certificates
+from rig.components import COMPONENTS, Component, Layout, kubeconfig_text
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_STATE = REPO / ".local"
+ETCD = "/usr/bin/etcd"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not come up; the message names the component and its log tail."""
+
+
+class ControlPlane:
+    """One control plane whose data, certs, logs and PIDs live under state_dir."""
+
+    def __init__(self, state_dir: Path | str = DEFAULT_STATE) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.layout = Layout(self.state_dir)
+
+    # -- what callers read ---------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.layout.kubeconfig
+
+    @property
+    def ca_file(self) -> Path:
+        return self.layout.certs.ca_crt
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self._state()['ports']['kube-apiserver']}"
+
+    @property
+    def kubectl(self) -> Path:
+        return Path(self._state()["bin_dir"]) / "kubectl"
+
+    @property
+    def _client_cert(self) -> tuple[Path, Path]:
+        return self.layout.certs.admin_crt, self.layout.certs.admin_key
+
+    @property
+    def bin_dir(self) -> Path:
+        return Path(self._state()["bin_dir"])
+
+    def api_client(self) -> ApiClient:
+        """A kubernetes ApiClient for the admin user (close it when done)."""
+        conf = Configuration(host=self.server)
+        conf.ssl_ca_cert = str(self.ca_file)
+        conf.cert_file = str(self.layout.certs.admin_crt)
+        conf.key_file = str(self.layout.certs.admin_key)
+        return ApiClient(conf)
+
+    def log_tail(self, component: str, lines: int = 40) -> str:
+        if component not in COMPONENTS:
+            raise ValueError(f"unknown component {component!r}; known: {', '.join(COMPONENTS)}")
+        return procs.tail(self.layout.log(component), lines)
+
+    def log_tails(self, lines: int = 25) -> str:
+        """Every component's log tail, for failure messages."""
+        return "\n".join(f"--- {name} ({self.layout.log(name)}) ---\n{self.log_tail(name, lines)}"
+                         for name in COMPONENTS)
+
+    # -- state ---------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.layout.state_file.read_text()))
+        except FileNotFoundError:
+            raise ControlPlaneError(
+                f"no control plane recorded in {self.state_dir} (run `up`)") from None
+
+    def _argv0(self, comp: Component, state: dict[str, Any]) -> str:
+        return ETCD if comp.name == "etcd" else str(Path(state["bin_dir"]) / comp.name)
+
+    def health(self) -> dict[str, tuple[int, int, bool, str]]:
+        """name -> (pid, port, healthy, detail) for each recorded component."""
+        state = self._state()
+        out: dict[str, tuple[int, int, bool, str]] = {}
+        for name, comp in COMPONENTS.items():
+            pid = int(state["pids"].get(name, 0))
+            port = int(state["ports"].get(name, 0))
+            if not procs.is_ours(pid, self._argv0(comp, state), str(self.state_dir)):
+                out[name] = (pid, port, False, "not running")
+                continue
+            ok, body = procs.probe(comp.health_url(port), ca=self.ca_file if comp.verify else None,
+                                   cert=self._client_cert)
+            out[name] = (pid, port, ok, "ok" if ok else body.strip()[:200])
+        return out
+
+    def is_up(self) -> bool:
+        try:
+            return all(h[2] for h in self.health().values())
+        except ControlPlaneError:
+            return False
+
+    # -- up / down -----------------------------------------------------------------------
+    def up(self, *, timeout: float = 60.0, progress: k8sbuild.Progress | None = None) -> None:
+        """Build if needed, then start every component and wait until each is healthy.
+
+        Serialised by a lock file in the state dir: a second `up` (another pytest session)
+        waits and then finds the first one's control plane healthy.
+        """
+        if self.is_up():
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".up.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.is_up():
+                self._start(k8sbuild.ensure_binaries(progress), timeout)
+
+    def _start(self, bin_dir: Path, timeout: float) -> None:
+        self.down()
+        make_certificates(self.layout.certs_dir)
+        ports = {name: procs.free_port() for name in COMPONENTS}
+        ports["etcd-peer"] = procs.free_port()
+        state: dict[str, Any] = {"bin_dir": str(bin_dir), "ports": ports, "pids": {}}
+        deadline = time.monotonic() + timeout
+        for name, comp in COMPONENTS.items():
+            argv = [self._argv0(comp, state), *comp.args(self.layout, ports)]
+            state["pids"][name] = procs.start(argv, self.layout.log(name))
+            self.layout.state_file.write_text(json.dumps(state, indent=2))
+            if name == "kube-apiserver":
+                self._wait(comp, state, deadline)
+                self.kubeconfig.write_text(kubeconfig_text(self.layout.certs, self.server))
+        for comp in COMPONENTS.values():
+            self._wait(comp, state, deadline)
+
+    def _wait(self, comp: Component, state: dict[str, Any], deadline: float) -> None:
+        pid, port = state["pids"][comp.name], state["ports"][comp.name]
+        url = comp.health_url(port)
+        detail = ""
+        while time.monotonic() < deadline:
+            if not procs.is_ours(pid, self._argv0(comp, state), str(self.state_dir)):
+                self._fail(f"{comp.name} exited during start")
+            ok, detail = procs.probe(url, ca=self.ca_file if comp.verify else None,
+                                     cert=self._client_cert)
+            if ok:
+                return
+            time.sleep(0.2)
+        self._fail(f"{comp.name} not healthy at {url} in time (last answer: {detail[:300]})")
+
+    def _fail(self, why: str) -> None:
+        tails = self.log_tails()
+        self.down()
+        raise ControlPlaneError(f"{why}\n{tails}")
+
+    def down(self) -> list[str]:
+        """Stop every recorded process (ours only) and remove the state dir's contents."""
+        stopped: list[str] = []
+        if self.layout.state_file.exists():
+            state = self._state()
+            for name in reversed(list(COMPONENTS)):
+                pid = int(state["pids"].get(name, 0))
+                if procs.stop(pid, self._argv0(COMPONENTS[name], state), str(self.state_dir)):
+                    stopped.append(f"{name} (pid {pid})")
+        for path in self.layout.owned_paths():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return stopped
+
+
+def _cmd_status(cp: ControlPlane) -> int:
+    try:
+        health = cp.health()
+    except ControlPlaneError as exc:
+        print(exc)
+        return 1
+    print(f"{'COMPONENT':<24} {'PID':>7} {'PORT':>6}  HEALTH")
+    for name, (pid, port, ok, detail) in health.items():
+        print(f"{name:<24} {pid:>7} {port:>6}  {detail if not ok else 'ok'}")
+    print(f"kubeconfig: {cp.kubeconfig}\nserver:     {cp.server}\nkubectl:    {cp.kubectl}")
+    return 0 if all(h[2] for h in health.values()) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="local-cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build once, start the control plane, write the kubeconfig")
+    sub.add_parser("down", help="stop the recorded processes and remove the state")
+    sub.add_parser("status", help="each component's pid, port and health")
+    logs = sub.add_parser("logs", help="the tail of one component's log")
+    logs.add_argument("component", choices=list(COMPONENTS))
+    logs.add_argument("-n", "--lines", type=int, default=60)
+    args = parser.parse_args(argv)
+    cp = ControlPlane(args.state_dir)
+    if args.command == "up":
+        started = time.monotonic()
+        try:
+            cp.up()
+        except (ControlPlaneError, k8sbuild.BuildError, OSError) as exc:
+            print(f"up failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"control plane ready in {time.monotonic() - started:.1f}s: {cp.server}\n"
+              f"export KUBECONFIG={cp.kubeconfig}\nkubectl: {cp.kubectl}")
+        return 0
+    if args.command == "down":
+        stopped = cp.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return 0
+    if args.command == "status":
+        return _cmd_status(cp)
+    print(cp.log_tail(args.component, args.lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Pure builders of the model-server container command for an inference Workspace.
+
+Why: the reconciler puts this command into the pod it creates; the webhook and the
+offline `render` may show it. Two shapes: our transformers server
+(`python -m presets.runtime.server ...`) and, for GPU presets, vLLM's OpenAI server behind
+our thin front (`python -m presets.runtime.vllm_front ... -- <vLLM arguments>`).
+What it must not do: import torch or anything under presets.runtime (the reconciler
+imports this module), read the clock, files or environment. Same inputs, same list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from crds.workspace import Workspace
+from presets.fit import GPU_MEMORY_UTILIZATION
+
+SERVER_PORT = 5000
+VLLM_PORT = 5001
+DEFAULT_MAX_LORA_RANK = 64
+PYTHON = "python"
+# Keys the front owns: a user's inference config cannot move vLLM off the port we proxy to.
+RESERVED_VLLM_KEYS = frozenset({"port", "host", "model", "served-model-name"})
+
+
+class ResolvedLike(Protocol):
+    """The attributes of presets.expand.Resolved this module reads."""
+
+    @property
+    def preset(self) -> str | None: ...
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def max_model_len(self) -> int | None: ...
+    @property
+    def tensor_parallel_size(self) -> int: ...
+    @property
+    def pipeline_parallel_size(self) -> int: ...
+    @property
+    def model(self) -> Any: ...
+
+
+class CommandError(ValueError):
+    """The Workspace cannot be turned into a server command (no preset, bad strength)."""
+
+
+def adapters_of(ws: Workspace) -> list[tuple[str, float]]:
+    """(name, strength) of each inference adapter, in the Workspace's order."""
+    out: list[tuple[str, float]] = []
+    adapters = ws.inference.adapters if ws.inference is not None else None
+    for i, adapter in enumerate(adapters or ()):
+        name = adapter.source.name if adapter.source is not None else None
+        if not name:
+            raise CommandError(f"inference.adapters[{i}].source.name is required")
+        try:
+            strength = float(adapter.strength) if adapter.strength is not None else 1.0
+        except ValueError:
+            raise CommandError(
+                f"inference.adapters[{i}].strength {adapter.strength!r} is not a number"
+            ) from None
+        out.append((name, strength))
+    return out
+
+
+def _strength_text(value: float) -> str:
+    return repr(value) if value != int(value) else f"{int(value)}.0"
+
+
+def transformers_command(
+    ws: Workspace, resolved: ResolvedLike, *, adapters_dir: str = "/mnt/adapters"
+) -> list[str]:
+    if not resolved.preset:
+        raise CommandError("inference.preset.name is required for a preset command")
+    cmd = [
+        PYTHON,
+        "-m",
+        "presets.runtime.server",
+        "--model",
+        resolved.preset,
+        "--port",
+        str(SERVER_PORT),
+    ]
+    if resolved.max_model_len:
+        cmd += ["--max-model-len", str(resolved.max_model_len)]
+    for name, strength in adapters_of(ws):
+        cmd += ["--adapter", f"{name}={adapters_dir}/{name}:{_strength_text(strength)}"]
+    return cmd
+
+
+def vllm_arguments(
+    ws: Workspace,
+    resolved: ResolvedLike,
+    *,
+    adapters_dir: str = "/mnt/adapters",
+    config: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """vLLM OpenAI-server arguments; `config` (the `vllm:` section of the inference config
+    ConfigMap) wins key by key: a value replaces ours, `false`/`null` removes a flag."""
+    if not resolved.preset:
+        raise CommandError("inference.preset.name is required for a preset command")
+    model = resolved.model
+    options: dict[str, Any] = {
+        "model": model.hf_id if model is not None else resolved.preset,
+        "served-model-name": resolved.preset,
+        "tensor-parallel-size": resolved.tensor_parallel_size,
+        "pipeline-parallel-size": resolved.pipeline_parallel_size,
+    }
+    if resolved.pipeline_parallel_size > 1:
+        options["distributed-executor-backend"] = "ray"
+    if resolved.max_model_len:
+        options["max-model-len"] = resolved.max_model_len
+    options["gpu-memory-utilization"] = GPU_MEMORY_UTILIZATION
+    options["dtype"] = model.dtype if model is not None else "auto"
+    adapters = adapters_of(ws)
+    if adapters:
+        options["enable-lora"] = True
+        options["lora-modules"] = [f"{name}={adapters_dir}/{name}" for name, _ in adapters]
+        options["max-lora-rank"] = DEFAULT_MAX_LORA_RANK
+    for key, value in (config or {}).items():
+        flag = str(key).strip().lstrip("-").replace("_", "-")
+        if flag not in RESERVED_VLLM_KEYS:
+            options[flag] = value
+    return _render(options)
+
+
+def _render(options: Mapping[str, Any]) -> list[str]:
+    args: list[str] = []
+    for flag, value in options.items():
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(f"--{flag}")
+        elif isinstance(value, list | tuple):
+            args += [f"--{flag}", *(str(v) for v in value)]
+        elif isinstance(value, Mapping):
+            args += [f"--{flag}", _json(value)]
+        else:
+            args += [f"--{flag}", str(value)]
+    return args
+
+
+def _json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def vllm_command(
+    ws: Workspace,
+    resolved: ResolvedLike,
+    *,
+    adapters_dir: str = "/mnt/adapters",
+    config: Mapping[str, Any] | None = None,
+) -> list[str]:
+    front = [
+        PYTHON,
+        "-m",
+        "presets.runtime.vllm_front",
+        "--port",
+        str(SERVER_PORT),
+        "--vllm-port",
+        str(VLLM_PORT),
+        "--",
+    ]
+    return front + vllm_arguments(ws, resolved, adapters_dir=adapters_dir, config=config)
+
+
+def inference_command(
+    ws: Workspace,
+    resolved: ResolvedLike,
+    *,
+    adapters_dir: str = "/mnt/adapters",
+    config: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The container command of the inference pod for `ws` (see the module docstring)."""
+    if resolved.runtime == "transformers":
+        return transformers_command(ws, resolved, adapters_dir=adapters_dir)
+    if resolved.runtime == "vllm":
+        return vllm_command(ws, resolved, adapters_dir=adapters_dir, config=config)
+    raise CommandError(f"runtime {resolved.runtime!r} is not one of vllm, transformers")

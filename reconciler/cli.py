@@ -1,0 +1,116 @@
+"""`kaito reconcile --once | --watch` and `python -m reconciler`: flags to a pass.
+
+Builds the API client (--kubeconfig, else in-cluster, else KUBECONFIG / ~/.kube/config),
+the settings, the catalog and the provisioners, runs one pass (exit code 1 when any
+Workspace failed, 2 for bad usage or an unreachable API) or the watch loop, and logs the
+pass summary as one line. Holds no reconcile logic itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from kubernetes import client, config
+
+from presets.catalog import load_catalog
+from reconciler.kube import Kube, KubeError
+from reconciler.provision.base import Provisioner
+from reconciler.provision.factory import ProvisionSettings, SettingsError, provisioner_for
+from reconciler.reconcile import ProvisionerFor, run_pass
+from reconciler.settings import PROVISIONERS, Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run one pass and exit (default)")
+    mode.add_argument("--watch", action="store_true", help="reconcile on every change")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then KUBECONFIG)")
+    p.add_argument("--namespace", help="only this namespace (default: all)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--provisioner", choices=PROVISIONERS,
+                   default=os.environ.get("KAITO_PROVISIONER", "karpenter"),
+                   help="how nodes are made (a Workspace may override with kaito.sh/provisioner)")
+    p.add_argument("--tuning-ttl-seconds", type=int, default=None,
+                   help="ttlSecondsAfterFinished of tuning Jobs (default: keep them)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="with --watch: serve Prometheus metrics on this port")
+    p.add_argument("--debounce", type=float, default=1.0, help="with --watch: seconds to wait")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every write")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("reconcile", help="make the cluster match every Workspace")
+    add_arguments(p)
+    p.set_defaults(func=handler)
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig:
+        api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig)
+        return api
+    try:
+        cfg = client.Configuration()
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        return client.ApiClient(cfg)
+    except config.ConfigException:
+        api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        return api
+
+
+def provisioners(settings: Settings) -> ProvisionerFor:
+    base = ProvisionSettings.from_env({**os.environ, "KAITO_PROVISIONER": settings.provisioner})
+    cache: dict[str, Provisioner] = {}
+
+    def get(name: str) -> Provisioner:
+        if name not in cache:
+            cache[name] = provisioner_for(name, base)
+        return cache[name]
+
+    return get
+
+
+def handler(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("reconciler").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("reconciler.cli").setLevel(logging.INFO)
+    try:
+        settings = Settings(namespace=args.namespace, provisioner=args.provisioner,
+                            dry_run=args.dry_run, tuning_ttl_seconds=args.tuning_ttl_seconds)
+        get = provisioners(settings)
+        get(settings.provisioner)  # fail now, not in the middle of a pass
+        catalog = load_catalog()
+        kube = Kube(api_client(args.kubeconfig))
+    except (ValueError, SettingsError, config.ConfigException, OSError) as exc:
+        print(f"kaito reconcile: {exc}", file=sys.stderr)
+        return 2
+    if args.watch:
+        from reconciler.watch import watch_loop
+
+        return watch_loop(kube, settings, catalog, get, debounce=args.debounce,
+                          metrics_port=args.metrics_port)
+    try:
+        summary = run_pass(kube, settings, catalog, get)
+    except KubeError as exc:
+        print(f"kaito reconcile: listing failed: {exc}", file=sys.stderr)
+        return 2
+    for line in summary.plan:
+        print(line)
+    for failure in summary.failures:
+        log.warning("failed: %s", failure)
+    log.info("%s", summary.line())
+    return 1 if summary.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reconciler", description=__doc__)
+    add_arguments(parser)
+    return handler(parser.parse_args(argv))

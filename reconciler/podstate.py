@@ -1,0 +1,99 @@
+"""Read pod statuses and say, in one reason and one message, why a workload is not running.
+
+Covers what users of Kaito ask about most: unschedulable pods (no matching node, no GPU),
+image pull back-off, OOMKilled, crash loops (with the last line the container wrote, which
+the kubelet puts in the termination message thanks to FallbackToLogsOnError), failed
+containers (the tuning job writes bad-data and push-denied reasons there) and probes that
+do not pass. Pure: reads the pod dicts it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+Obj = dict[str, Any]
+
+PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                          "ErrImageNeverPull", "RegistryUnavailable"})
+# Lower is worse; the worst finding across pods wins.
+SEVERITY = {"OOMKilled": 0, "BadData": 1, "BadConfig": 1, "FetchRefused": 1, "PushDenied": 1,
+            "ContainerFailed": 1, "CrashLoopBackOff": 2, "ImagePullBackOff": 3,
+            "CreateContainerConfigError": 4, "Unschedulable": 5, "ProbeFailing": 6,
+            "PodPending": 7}
+
+
+def last_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
+    return lines[-1][:512] if lines else ""
+
+
+# Categories the tuning job writes at the start of its termination message (tune_errors).
+CATEGORIES = (("bad data:", "BadData"), ("bad config:", "BadConfig"),
+              ("fetch refused:", "FetchRefused"), ("push denied", "PushDenied"),
+              ("out of memory", "OOMKilled"))
+
+
+def _terminated(name: str, term: Mapping[str, Any]) -> tuple[str, str]:
+    reason = str(term.get("reason") or "")
+    code = term.get("exitCode")
+    detail = last_line(str(term.get("message") or ""))
+    if reason == "OOMKilled" or (code == 137 and not detail):
+        return "OOMKilled", f"container {name} was killed for using too much memory (OOMKilled)"
+    text = f"container {name} exited with code {code}"
+    for prefix, why in CATEGORIES:
+        if detail.lower().startswith(prefix):
+            return why, f"{text}: {detail}"
+    return "ContainerFailed", f"{text}: {detail}" if detail else f"{text} ({reason or 'Error'})"
+
+
+def _container(status: Mapping[str, Any], pod_running: bool) -> tuple[str, str] | None:
+    name = str(status.get("name", "?"))
+    state = status.get("state") or {}
+    waiting = state.get("waiting") or {}
+    reason = str(waiting.get("reason") or "")
+    if reason in PULL_REASONS:
+        msg = str(waiting.get("message") or "")
+        image = status.get("image", "")
+        return "ImagePullBackOff", f"container {name} cannot pull image {image}: {msg}".rstrip(": ")
+    if reason == "CrashLoopBackOff":
+        last = (status.get("lastState") or {}).get("terminated") or {}
+        why, text = _terminated(name, last)
+        if why == "OOMKilled":
+            return why, text
+        return "CrashLoopBackOff", f"{text}; restarting (crash loop)"
+    if reason == "CreateContainerConfigError":
+        return reason, f"container {name}: {waiting.get('message', '')}"
+    term = state.get("terminated")
+    if term and term.get("exitCode", 0) != 0:
+        return _terminated(name, term)
+    if state.get("running") and pod_running and not status.get("ready"):
+        return "ProbeFailing", f"container {name} is running but /health does not pass yet"
+    return None
+
+
+def explain_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    st = pod.get("status") or {}
+    name = pod.get("metadata", {}).get("name", "?")
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
+    running = st.get("phase") == "Running"
+    found: list[tuple[str, str]] = []
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        why = _container(cs, running)
+        if why:
+            found.append(why)
+    if found:
+        return min(found, key=lambda f: SEVERITY.get(f[0], 99))
+    if st.get("phase") == "Pending":
+        return "PodPending", f"pod {name} is pending"
+    return None
+
+
+def explain_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """The worst problem across the pods, or None when none is visible."""
+    found = [w for w in (explain_pod(p) for p in pods) if w]
+    if not found:
+        return None
+    return min(found, key=lambda f: SEVERITY.get(f[0], 99))

@@ -1,0 +1,5 @@
+"""Fixtures for the crds tests (the shipped catalog, loaded once)."""
+
+from tests.presets.factories import catalog
+
+__all__ = ["catalog"]

@@ -1,0 +1,419 @@
+"""Validation: every rule, all errors at once, as (path, type) pairs."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from presets.catalog import Catalog, load_catalog
+from presets.expand import expand_object
+from presets.validate import ValidationOptions, validate_object, warnings_for
+from presets.validate_net import url_problem
+from tests.presets.factories import inference_ws, tuning_ws
+
+Doc = dict[str, Any]
+
+
+def _set(path: str, value: Any) -> Callable[[Doc], None]:
+    def change(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[Doc], None]:
+    def change(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return change
+
+
+ADAPTER = {"source": {"name": "a1", "image": "registry.example.com/a1:1"}, "strength": "0.5"}
+
+INFERENCE_CASES = [
+    pytest.param(
+        _set("inference.preset.name", "phi-3-mini-4k-instrct"),
+        [("inference.preset.name", "NotSupported")],
+        id="preset-typo",
+    ),
+    pytest.param(
+        _drop("inference.preset"), [("inference.preset", "Required")], id="no-preset-no-template"
+    ),
+    pytest.param(
+        _set("inference.template", {"spec": {}}),
+        [("inference.template", "Forbidden")],
+        id="preset-and-template",
+    ),
+    pytest.param(
+        _set("tuning", tuning_ws()["tuning"]), [("tuning", "Forbidden")], id="inference-and-tuning"
+    ),
+    pytest.param(
+        _set("resource.instanceType", "Standard_NC6s_v9"),
+        [("resource.instanceType", "NotSupported")],
+        id="unknown-sku",
+    ),
+    pytest.param(
+        _drop("resource.instanceType"), [("resource.instanceType", "Required")], id="no-sku"
+    ),
+    pytest.param(
+        _drop("resource.labelSelector"), [("resource.labelSelector", "Required")], id="no-selector"
+    ),
+    pytest.param(
+        _set("resource.labelSelector", {"matchLabels": {"kaito.sh/workspace": "x"}}),
+        [("resource.labelSelector.matchLabels", "Invalid")],
+        id="reserved-labels-only",
+    ),
+    pytest.param(
+        _set("resource.labelSelector", {"matchExpressions": [{"key": "a", "operator": "Near"}]}),
+        [("resource.labelSelector.matchExpressions[0].operator", "NotSupported")],
+        id="bad-operator",
+    ),
+    pytest.param(_set("resource.count", 0), [("resource.count", "Invalid")], id="zero-count"),
+    pytest.param(_set("resource.count", "1"), [("resource.count", "Invalid")], id="string-count"),
+    pytest.param(_set("metadata.name", "Bad_Name"), [("metadata.name", "Invalid")], id="bad-name"),
+    pytest.param(_set("metadata.name", "a" * 64), [("metadata.name", "TooLong")], id="long-name"),
+    pytest.param(_drop("metadata.name"), [("metadata.name", "Required")], id="no-name"),
+    pytest.param(
+        _set("apiVersion", "kaito.sh/v2"), [("apiVersion", "NotSupported")], id="bad-version"
+    ),
+    pytest.param(
+        _set("inference.preset.accessMode", "secret"),
+        [("inference.preset.accessMode", "NotSupported")],
+        id="bad-access-mode",
+    ),
+    pytest.param(
+        _set("inference.preset.accessMode", "private"),
+        [("inference.preset.presetOptions.image", "Required")],
+        id="private-needs-image",
+    ),
+    pytest.param(
+        _set("metadata.annotations", {"kaito.sh/max-model-len": "8192"}),
+        [("metadata.annotations[kaito.sh/max-model-len]", "Invalid")],
+        id="context-too-long",
+    ),
+    pytest.param(
+        _set("metadata.annotations", {"kaito.sh/max-model-len": "-1"}),
+        [("metadata.annotations[kaito.sh/max-model-len]", "Invalid")],
+        id="negative-context",
+    ),
+    pytest.param(
+        _set("metadata.annotations", {"kaito.sh/runtime": "tgi"}),
+        [("metadata.annotations[kaito.sh/runtime]", "NotSupported")],
+        id="bad-runtime",
+    ),
+    pytest.param(
+        _set("inference.adapters", [copy.deepcopy(ADAPTER) for _ in range(11)]),
+        [("inference.adapters", "TooMany")]
+        + [(f"inference.adapters[{i}].source.name", "Duplicate") for i in range(1, 11)],
+        id="eleven-adapters",
+    ),
+    pytest.param(
+        _set(
+            "inference.adapters",
+            [ADAPTER, {"source": {"name": "a2", "image": "r.example.com/a:1"}, "strength": "1.5"}],
+        ),
+        [("inference.adapters[1].strength", "Invalid")],
+        id="strength-above-one",
+    ),
+    pytest.param(
+        _set("inference.adapters", [{**ADAPTER, "strength": "strong"}]),
+        [("inference.adapters[0].strength", "Invalid")],
+        id="strength-not-decimal",
+    ),
+    pytest.param(
+        _set("inference.adapters", [{"source": {"name": "a1"}}]),
+        [("inference.adapters[0].source.image", "Required")],
+        id="adapter-without-image",
+    ),
+    pytest.param(
+        _set("inference.adapters", [{"source": {"image": "r.example.com/a:1"}}]),
+        [("inference.adapters[0].source.name", "Required")],
+        id="adapter-without-name",
+    ),
+    pytest.param(
+        _set("inference.adapters", [{"strength": "1"}]),
+        [("inference.adapters[0].source", "Required")],
+        id="adapter-without-source",
+    ),
+    pytest.param(
+        _set("inference.preset.name", "llama-3.3-70b-instruct"),
+        [
+            ("inference.preset.presetOptions.modelAccessSecret", "Required"),
+            ("resource.instanceType", "Invalid"),
+        ],
+        id="llama70b-on-v100",
+    ),
+    pytest.param(
+        _set("resource.partition", {"mode": "slices"}),
+        [("resource.partition", "Forbidden"), ("resource.partition.mode", "NotSupported")],
+        id="partition-with-sku",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), INFERENCE_CASES)
+def test_inference_rules(
+    catalog: Catalog, change: Callable[[Doc], None], expected: list[tuple[str, str]]
+) -> None:
+    doc = inference_ws()
+    change(doc)
+    errors = validate_object(expand_object(doc, catalog), catalog)
+    assert [(e.path, e.type) for e in errors] == expected, [str(e) for e in errors]
+
+
+TUNING_CASES = [
+    pytest.param(
+        _set("tuning.method", "full"), [("tuning.method", "NotSupported")], id="bad-method"
+    ),
+    pytest.param(_drop("tuning.method"), [("tuning.method", "Required")], id="no-method"),
+    pytest.param(
+        _set("tuning.preset.name", "gpt-oss-20b"),
+        [("tuning.preset.name", "NotSupported")],
+        id="preset-cannot-tune",
+    ),
+    pytest.param(_set("tuning.input", {}), [("tuning.input", "Required")], id="no-input-kind"),
+    pytest.param(
+        _set("tuning.input.image", "r.example.com/data:1"),
+        [("tuning.input", "Invalid")],
+        id="two-input-kinds",
+    ),
+    pytest.param(
+        _set("tuning.output.volumeSource", {"emptyDir": {}}),
+        [("tuning.output", "Invalid")],
+        id="two-output-kinds",
+    ),
+    pytest.param(
+        _drop("tuning.output.imagePushSecret"),
+        [("tuning.output.imagePushSecret", "Required")],
+        id="image-needs-push-secret",
+    ),
+    pytest.param(_drop("tuning.output"), [("tuning.output", "Required")], id="no-output"),
+    pytest.param(
+        _set("resource.count", 2), [("resource.count", "Invalid")], id="tuning-on-two-nodes"
+    ),
+    pytest.param(
+        _set(
+            "tuning.input.urls", ["ftp://example.com/d", "http://169.254.169.254/latest/meta-data"]
+        ),
+        [("tuning.input.urls[0]", "Invalid"), ("tuning.input.urls[1]", "Invalid")],
+        id="bad-urls",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), TUNING_CASES)
+def test_tuning_rules(
+    catalog: Catalog, change: Callable[[Doc], None], expected: list[tuple[str, str]]
+) -> None:
+    doc = tuning_ws()
+    change(doc)
+    errors = validate_object(expand_object(doc, catalog), catalog)
+    assert [(e.path, e.type) for e in errors] == expected, [str(e) for e in errors]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/data",
+        "http://localhost:8080/x",
+        "http://10.0.0.1/data",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest",
+        "http://[::1]/data",
+        "http://[::ffff:127.0.0.1]/",
+        "http://2130706433/",
+        "http://0x7f000001/",
+        "http://0177.0.0.1/",
+        "http://127.1/",
+        "http://metadata.google.internal/x",
+        "http://100.64.0.1/",
+        "http://[fe80::1]/",
+        "http://0.0.0.0/",
+        "file:///etc/passwd",
+        "gopher://x/",
+        "http://a.localhost/",
+        "http://[::1",
+        "https://",
+    ],
+)
+def test_urls_that_reach_inside_are_refused(url: str) -> None:
+    assert url_problem(url) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://huggingface.co/datasets/x/resolve/main/a.parquet",
+        "http://8.8.8.8/data",
+        "https://[2606:4700::1111]/x",
+    ],
+)
+def test_public_urls_are_accepted(url: str) -> None:
+    assert url_problem(url) is None
+
+
+def test_valid_workspaces_have_no_errors(catalog: Catalog) -> None:
+    for doc in (
+        inference_ws(),
+        tuning_ws(),
+        inference_ws("smollm2-135m-instruct", "Standard_D4s_v3"),
+        inference_ws("llama-3.3-70b-instruct", "Standard_NC48ads_A100_v4"),
+    ):
+        if doc.get("inference", {}).get("preset", {}).get("name") == "llama-3.3-70b-instruct":
+            doc["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf"}
+        assert validate_object(expand_object(doc, catalog), catalog) == []
+
+
+def test_the_bypass_annotation_and_preferred_nodes_allow_unknown_skus(catalog: Catalog) -> None:
+    bypass = inference_ws(
+        instance_type="Standard_NC999",
+        metadata={"name": "a", "annotations": {"kaito.sh/bypass-resource-checks": "true"}},
+    )
+    byo = inference_ws(instance_type="Standard_NC999")
+    byo["resource"]["preferredNodes"] = ["node-1"]
+    for doc in (bypass, byo):
+        assert validate_object(expand_object(doc, catalog), catalog) == []
+        assert any("not a known instance type" in w for w in warnings_for(doc, catalog))
+
+
+def test_hugging_face_ids_are_accepted_with_a_warning(catalog: Catalog) -> None:
+    doc = expand_object(inference_ws("microsoft/Phi-3-mini-4k-instruct-custom"), catalog)
+    assert validate_object(doc, catalog) == []
+    assert any("cannot be checked offline" in w for w in warnings_for(doc, catalog))
+
+
+def test_count_below_the_needed_nodes_points_at_count(catalog: Catalog) -> None:
+    doc = inference_ws("llama-3.3-70b-instruct", "Standard_NC48ads_A100_v4")
+    doc["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf"}
+    doc["resource"]["count"] = 1
+    errors = validate_object(expand_object(doc, catalog), catalog)
+    assert [(e.path, e.type) for e in errors] == [("resource.count", "Invalid")]
+    assert "it needs 2 nodes" in errors[0].message
+
+
+def test_max_nodes_is_an_option(catalog: Catalog) -> None:
+    doc = inference_ws("llama-3.3-70b-instruct", "Standard_NV36ads_A10_v5")
+    doc["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf"}
+    tight = validate_object(doc, catalog, options=ValidationOptions(max_nodes=4))
+    assert [(e.path, e.type) for e in tight] == [("resource.instanceType", "Invalid")]
+    assert validate_object(doc, catalog) == []
+
+
+UPDATE_CASES = [
+    pytest.param(
+        _set("resource.instanceType", "Standard_NC24ads_A100_v4"),
+        [("resource.instanceType", "Invalid")],
+        id="sku",
+    ),
+    pytest.param(
+        _set("resource.labelSelector", {"matchLabels": {"apps": "other"}}),
+        [("resource.labelSelector", "Invalid")],
+        id="selector",
+    ),
+    pytest.param(
+        _set("inference.preset.name", "phi-3-mini-128k-instruct"),
+        [("inference.preset.name", "Invalid")],
+        id="preset",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "expected"), UPDATE_CASES)
+def test_immutable_fields(
+    catalog: Catalog, change: Callable[[Doc], None], expected: list[tuple[str, str]]
+) -> None:
+    old = expand_object(inference_ws(), catalog)
+    new = copy.deepcopy(old)
+    change(new)
+    errors = validate_object(new, catalog, old=old)
+    assert [(e.path, e.type) for e in errors] == expected
+
+
+def test_switching_between_inference_and_tuning_is_forbidden(catalog: Catalog) -> None:
+    old = expand_object(inference_ws(), catalog)
+    new = expand_object(
+        {**tuning_ws(), "metadata": old["metadata"], "resource": old["resource"]}, catalog
+    )
+    new["resource"]["count"] = 1
+    errors = validate_object(new, catalog, old=old)
+    assert [(e.path, e.type) for e in errors] == [
+        ("inference", "Forbidden"),
+        ("tuning", "Forbidden"),
+    ]
+
+
+def test_tuning_method_is_immutable(catalog: Catalog) -> None:
+    old = expand_object(tuning_ws(), catalog)
+    new = copy.deepcopy(old)
+    new["tuning"]["method"] = "lora"
+    assert [(e.path, e.type) for e in validate_object(new, catalog, old=old)] == [
+        ("tuning.method", "Invalid")
+    ]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+KEYS = st.sampled_from(
+    [
+        "apiVersion",
+        "kind",
+        "metadata",
+        "resource",
+        "inference",
+        "tuning",
+        "status",
+        "name",
+        "preset",
+        "adapters",
+        "source",
+        "strength",
+        "input",
+        "output",
+        "urls",
+        "count",
+        "instanceType",
+        "labelSelector",
+        "matchLabels",
+        "matchExpressions",
+        "partition",
+        "presetOptions",
+        "template",
+        "method",
+        "annotations",
+        "image",
+    ]
+)
+SHAPED = st.recursive(
+    JSON,
+    lambda inner: st.dictionaries(KEYS, inner, max_size=6) | st.lists(inner, max_size=3),
+    max_leaves=40,
+)
+FUZZ_CATALOG = load_catalog()
+
+
+@settings(max_examples=300, deadline=None)
+@given(SHAPED, st.one_of(st.none(), SHAPED))
+def test_validation_never_raises(obj: Any, old: Any) -> None:
+    errors = validate_object(obj, FUZZ_CATALOG, old=old)
+    assert isinstance(errors, list)
+    warnings_for(obj, FUZZ_CATALOG, old=old)
+    if isinstance(obj, dict):
+        expand_object(obj, FUZZ_CATALOG)

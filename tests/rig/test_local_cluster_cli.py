@@ -1,0 +1,67 @@
+"""`hack/local-cluster.sh up|status|logs|down` on a state dir of its own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from rig.cluster import ControlPlane
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "hack" / "local-cluster.sh"
+
+
+def _cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_up_is_idempotent_and_down_stops_exactly_what_up_started(
+        tmp_path: Path, control_plane: ControlPlane) -> None:
+    state = tmp_path / "cp"
+    started = time.monotonic()
+    up = _cli("up", "--state-dir", str(state))
+    assert up.returncode == 0, up.stderr + ControlPlane(state).log_tails()
+    assert time.monotonic() - started < 15, "a start from the binary cache must take < 15 s"
+    pids = json.loads((state / "cluster.json").read_text())["pids"]
+    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+    again = _cli("up", "--state-dir", str(state))
+    assert again.returncode == 0
+    assert json.loads((state / "cluster.json").read_text())["pids"] == pids
+    status = _cli("status", "--state-dir", str(state))
+    assert status.returncode == 0
+    assert [line.split()[0] for line in status.stdout.splitlines()[1:5]] == list(pids)
+    assert all(line.split()[-1] == "ok" for line in status.stdout.splitlines()[1:5])
+    logs = _cli("logs", "kube-apiserver", "--state-dir", str(state))
+    assert logs.returncode == 0
+    assert logs.stdout.strip()
+    assert control_plane.is_up()  # the tests' own control plane is a different one
+    down = _cli("down", "--state-dir", str(state))
+    assert down.returncode == 0
+    assert "kube-apiserver" in down.stdout
+    assert not any(_alive(pid) for pid in pids.values())
+    assert not (state / "cluster.json").exists()
+    assert not (state / "etcd").exists()
+    assert control_plane.is_up()
+    after = _cli("status", "--state-dir", str(state))
+    assert after.returncode == 1
+    assert "run `up`" in after.stdout
+
+
+def test_logs_of_an_unknown_component_is_refused_with_the_choices(tmp_path: Path) -> None:
+    out = _cli("logs", "kubelet", "--state-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "kube-apiserver" in out.stderr
