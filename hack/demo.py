@@ -64,7 +64,9 @@ def cmd_down(state: Path) -> int:
     for leftover in (state / "logs",):
         if leftover.is_dir() and not any(leftover.iterdir()):
             leftover.rmdir()
-    if state.is_dir() and not any(state.iterdir()):
+    lock = state / ".up.lock"  # the rig's start lock: only when nothing else is left beside it
+    if state.is_dir() and {p.name for p in state.iterdir()} <= {lock.name}:
+        lock.unlink(missing_ok=True)
         state.rmdir()
     print("the demo is stopped; nothing of it is left running")
     return 0

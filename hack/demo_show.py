@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from demo_common import DemoError
 
 if TYPE_CHECKING:
-    from demo_steps import Ctx
+    from demo_bringup import Ctx
 
 Conditions = dict[str, dict[str, Any]]
 
@@ -73,7 +73,7 @@ def wait_for_condition(
         time.sleep(interval)
 
 
-def show_usage(ctx: Ctx, name: str, namespace: str = "default") -> None:
+def show_usage(ctx: Ctx, name: str, model: str, namespace: str = "default") -> None:
     proxy = f"http://127.0.0.1:8001/api/v1/namespaces/{namespace}/services/{name}:80/proxy"
     lines = [
         "Everything keeps running. To use it from another shell:",
@@ -87,13 +87,13 @@ def show_usage(ctx: Ctx, name: str, namespace: str = "default") -> None:
         "  kubectl proxy --port 8001 &",
         f"  curl -s -X POST {proxy}/chat \\",
         "       -H 'Content-Type: application/json' \\",
-        "       -d '{\"prompt\": \"What is the capital of France?\"}'",
+        '       -d \'{"prompt": "What is the capital of France?"}\'',
         "",
         "  # or with the OpenAI client:",
         "  .venv/bin/python - <<'EOF'",
         "  import openai",
         f"  client = openai.OpenAI(base_url='{proxy}/v1', api_key='unused')",
-        f"  reply = client.chat.completions.create(model='{name}',",
+        f"  reply = client.chat.completions.create(model='{model}',",
         "      messages=[{'role': 'user', 'content': 'What is the capital of France?'}])",
         "  print(reply.choices[0].message.content)",
         "  EOF",

@@ -36,7 +36,7 @@ def _cpu(report: FitReport, model: ModelSpec, sku: InstanceType) -> str:
     if model.runtime != "transformers":
         head = f"{model.name} needs GPUs (runtime {model.runtime}) but {sku.name} has none"
     elif report.fits:
-        return f"{model.name} runs on CPU on {sku.name}: needs about {ram} GiB RAM, it has {has} GiB"
+        return f"{model.name} runs on CPU on {sku.name}: needs about {ram} GiB RAM of {has} GiB"
     else:
         head = f"{model.name} needs about {ram} GiB RAM but {sku.name} has {has} GiB"
     return head + _suggest(report)

@@ -88,11 +88,23 @@ def watch_loop(
     metrics = Metrics()
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
-    if threading.current_thread() is threading.main_thread():
-        def _stop(_sig: int, _frame: FrameType | None) -> None:
-            stop.set()
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+    def _stop(_sig: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        return _loop(kube, settings, catalog, provisioner_for, metrics, stop, debounce, max_passes)
+    finally:
+        stop.set()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _loop(
+    kube: Kube, settings: Settings, catalog: Catalog, provisioner_for: ProvisionerFor,
+    metrics: Metrics, stop: threading.Event, debounce: float, max_passes: int | None,
+) -> int:
     due = threading.Event()
     due.set()
     for api, kind, selector in WATCHED:
@@ -112,6 +124,5 @@ def watch_loop(
         passes += 1
         metrics.record(summary)
         log.warning("%s", summary.line())
-    stop.set()
     return 0
 

@@ -1,1 +1,4 @@
-"""The admission webhook: a Flask/gunicorn shell over the core in presets. Never imports reconciler."""
+"""The admission webhook: a Flask/gunicorn shell over the core in presets.
+
+Never imports reconciler.
+"""

@@ -1,4 +1,4 @@
-"""`python -m webhook serve|bootstrap`: the same subcommands as `kaito webhook`, without the core CLI.
+"""`python -m webhook serve|bootstrap`: `kaito webhook`'s subcommands without the core CLI.
 
 Why: the webhook image and the tests can start the server even where the `kaito` console
 script is not installed. Must not: add options of its own; it only reuses `webhook.cli`.

@@ -76,7 +76,9 @@ def parse_review(body: object) -> Review:
         raise MalformedReview(f"request.operation must be one of {', '.join(OPERATIONS)}")
     kind = request.get("kind")
     if not isinstance(kind, dict) or kind.get("group") != GROUP or kind.get("kind") != KIND:
-        raise MalformedReview(f"request.kind must be {GROUP} {KIND}: this webhook admits nothing else")
+        raise MalformedReview(
+            f"request.kind must be {GROUP} {KIND}: this webhook admits nothing else"
+        )
     obj, old = request.get("object"), request.get("oldObject")
     if operation in ("CREATE", "UPDATE") and not isinstance(obj, dict):
         raise MalformedReview(f"request.object must be an object for {operation}")
@@ -174,7 +176,9 @@ def validate(
 def malformed(reason: str) -> Outcome:
     """HTTP 400: the request is not something the apiserver should have sent us."""
     return Outcome(
-        http_status=400, body={"error": "malformed AdmissionReview", "reason": reason}, result="malformed"
+        http_status=400,
+        body={"error": "malformed AdmissionReview", "reason": reason},
+        result="malformed",
     )
 
 
@@ -187,7 +191,10 @@ def internal_error(review: Review) -> Outcome:
         "message": "internal error in the kaito webhook; see the webhook log for uid " + review.uid,
     }
     return Outcome(
-        http_status=200, body=_envelope(review, response), result="error", reasons=("InternalError",)
+        http_status=200,
+        body=_envelope(review, response),
+        result="error",
+        reasons=("InternalError",),
     )
 
 
@@ -215,7 +222,9 @@ def _denied(review: Review, errors: list[FieldError]) -> Outcome:
         },
     }
     reasons = tuple(sorted({e.type for e in errors}))
-    return Outcome(http_status=200, body=_envelope(review, response), result="denied", reasons=reasons)
+    return Outcome(
+        http_status=200, body=_envelope(review, response), result="denied", reasons=reasons
+    )
 
 
 def _answer(

@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
         start = time.perf_counter()
         outcome = _decide(endpoint, loaded, settings)
         metrics.observe(endpoint, outcome.result, time.perf_counter() - start, outcome.reasons)
-        return Response(json.dumps(outcome.body), status=outcome.http_status, mimetype="application/json")
+        return Response(
+            json.dumps(outcome.body), status=outcome.http_status, mimetype="application/json"
+        )
 
     app.add_url_rule("/mutate", "mutate", lambda: admit("mutate"), methods=["POST"])
     app.add_url_rule("/validate", "validate", lambda: admit("validate"), methods=["POST"])
@@ -58,7 +60,9 @@ def create_app(settings: Settings | None = None, *, catalog: Catalog | None = No
     return app
 
 
-def _decide(endpoint: admission.Endpoint, catalog: Catalog, settings: Settings) -> admission.Outcome:
+def _decide(
+    endpoint: admission.Endpoint, catalog: Catalog, settings: Settings
+) -> admission.Outcome:
     try:
         review = admission.parse_review(_read_json())
     except admission.MalformedReview as exc:
@@ -135,7 +139,8 @@ def _readyz(settings: Settings, catalog: Catalog) -> Response:
     if settings.cert_dir is not None:
         try:
             pair = KeyPair(
-                (settings.cert_dir / "tls.crt").read_bytes(), (settings.cert_dir / "tls.key").read_bytes()
+                (settings.cert_dir / "tls.crt").read_bytes(),
+                (settings.cert_dir / "tls.key").read_bytes(),
             )
             expires = pair.cert.not_valid_after_utc
         except (OSError, CertificateError):

@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
-from webhook.certs import CERT_VALID_FOR, RENEW_BEFORE, KeyPair, build_ca, build_certificate, renewal_reason
+from webhook.certs import (
+    CERT_VALID_FOR,
+    RENEW_BEFORE,
+    KeyPair,
+    build_ca,
+    build_certificate,
+    renewal_reason,
+)
 
 _KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 
@@ -37,8 +44,12 @@ class BootstrapResult:
 
 def service_hosts(service: str, namespace: str) -> list[str]:
     """The names the apiserver may use for a Service-backed webhook."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
-            f"{service}.{namespace}.svc.cluster.local"]
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
 
 
 def plan_secret(
@@ -72,8 +83,9 @@ def bootstrap(
     current = _read_secret(core, namespace, secret)
     action, data = plan_secret(current, service_hosts(service, namespace), now=now)
     body = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=secret, namespace=namespace,
-                                     labels={"app.kubernetes.io/name": "kaito-webhook"}),
+        metadata=client.V1ObjectMeta(
+            name=secret, namespace=namespace, labels={"app.kubernetes.io/name": "kaito-webhook"}
+        ),
         type="kubernetes.io/tls",
         data={k: base64.b64encode(v).decode() for k, v in data.items()},
     )
@@ -101,10 +113,16 @@ def _patch_ca_bundles(
     adm = client.AdmissionregistrationV1Api(api)
     bundle = base64.b64encode(ca_pem).decode()
     kinds = (
-        ("MutatingWebhookConfiguration", adm.read_mutating_webhook_configuration,
-         adm.patch_mutating_webhook_configuration),
-        ("ValidatingWebhookConfiguration", adm.read_validating_webhook_configuration,
-         adm.patch_validating_webhook_configuration),
+        (
+            "MutatingWebhookConfiguration",
+            adm.read_mutating_webhook_configuration,
+            adm.patch_mutating_webhook_configuration,
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            adm.read_validating_webhook_configuration,
+            adm.patch_validating_webhook_configuration,
+        ),
     )
     patched: list[str] = []
     unchanged: list[str] = []
@@ -137,4 +155,9 @@ def _read_or_none(read: Any, name: str) -> Any:
 
 
 def _data(ca: KeyPair, pair: KeyPair) -> dict[str, bytes]:
-    return {"ca.crt": ca.cert_pem, "ca.key": ca.key_pem, "tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
+    return {
+        "ca.crt": ca.cert_pem,
+        "ca.key": ca.key_pem,
+        "tls.crt": pair.cert_pem,
+        "tls.key": pair.key_pem,
+    }

@@ -1,4 +1,4 @@
-"""Certificates for the webhook's TLS: a small CA and a serving certificate, made with `cryptography`.
+"""TLS certificates for the webhook: a small CA and a serving certificate (`cryptography`).
 
 Why: the apiserver only calls webhooks over TLS with a CA it was given (`caBundle`). We make
 the CA and the serving certificate ourselves (for `kaito webhook serve` and the in-cluster
@@ -46,7 +46,10 @@ class KeyPair:
 
 
 def build_ca(
-    *, now: dt.datetime, valid_for: dt.timedelta = CA_VALID_FOR, common_name: str = "kaito-webhook-ca"
+    *,
+    now: dt.datetime,
+    valid_for: dt.timedelta = CA_VALID_FOR,
+    common_name: str = "kaito-webhook-ca",
 ) -> KeyPair:
     """A self-signed CA that may sign serving certificates only (path length 0)."""
     key = ec.generate_private_key(ec.SECP256R1())

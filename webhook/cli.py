@@ -1,4 +1,4 @@
-"""`kaito webhook serve|bootstrap`, plugged into the `kaito` CLI via the `kaito.commands` entry point.
+"""`kaito webhook serve|bootstrap`, plugged into `kaito` via the `kaito.commands` entry point.
 
 Why: the core's CLI must not import the webhook, so the webhook adds its own subcommands.
 Must not: do work at import time or hold logic beyond argument parsing; the work is in
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = parser.add_subparsers(dest="webhook_command", required=True)
 
     serve = sub.add_parser("serve", help="serve /mutate and /validate over TLS with gunicorn")
-    serve.add_argument("--bind", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")  # noqa: S104
+    serve.add_argument("--bind", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")
     serve.add_argument("--cert-dir", required=True, help="holds tls.crt/tls.key; created if absent")
     serve.add_argument("--dns-name", action="append", default=[], help="SAN for a made certificate")
     serve.add_argument("--ip", action="append", default=[], help="IP SAN for a made certificate")
@@ -27,12 +27,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
-    boot = sub.add_parser("bootstrap", help="create/renew the TLS Secret and patch caBundle (in-cluster)")
+    boot = sub.add_parser(
+        "bootstrap", help="create/renew the TLS Secret and patch caBundle (in-cluster)"
+    )
     boot.add_argument("--namespace", required=True)
     boot.add_argument("--service", required=True, help="the webhook Service name (for the SANs)")
     boot.add_argument("--secret", required=True, help="the kubernetes.io/tls Secret to keep")
-    boot.add_argument("--webhook-config", action="append", required=True, default=[],
-                      help="a Mutating/ValidatingWebhookConfiguration name (repeatable)")
+    boot.add_argument(
+        "--webhook-config",
+        action="append",
+        required=True,
+        default=[],
+        help="a Mutating/ValidatingWebhookConfiguration name (repeatable)",
+    )
     boot.add_argument("--kubeconfig", default=None, help="default: in-cluster, else ~/.kube/config")
     boot.set_defaults(func=_bootstrap)
 
@@ -45,8 +52,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         opts = serve.options_from(
-            args.bind, args.cert_dir, args.dns_name, args.ip,
-            workers=args.workers, threads=args.threads, log_level=args.log_level,
+            args.bind,
+            args.cert_dir,
+            args.dns_name,
+            args.ip,
+            workers=args.workers,
+            threads=args.threads,
+            log_level=args.log_level,
         )
     except ValueError as exc:
         print(f"kaito webhook serve: {exc}", file=sys.stderr)
@@ -56,22 +68,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     from kubernetes import client, config
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     from webhook.bootstrap import bootstrap
 
     try:
         if args.kubeconfig:
-            config.load_kube_config(args.kubeconfig)
+            config.load_kube_config(args.kubeconfig)  # type: ignore[no-untyped-call]
         else:
             try:
-                config.load_incluster_config()
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                config.load_kube_config()
+                config.load_kube_config()  # type: ignore[no-untyped-call]
         with client.ApiClient() as api:
             result = bootstrap(
-                api, namespace=args.namespace, service=args.service, secret=args.secret,
-                webhook_configs=args.webhook_config, now=dt.datetime.now(dt.UTC),
+                api,
+                namespace=args.namespace,
+                service=args.service,
+                secret=args.secret,
+                webhook_configs=args.webhook_config,
+                now=dt.datetime.now(dt.UTC),
             )
     except (ApiException, LookupError, config.ConfigException) as exc:
         print(f"kaito webhook bootstrap: {exc}", file=sys.stderr)

@@ -37,7 +37,7 @@ class Metrics:
         )
         self.denials = Counter(
             "kaito_webhook_denials_total",
-            "Denied admission requests, by endpoint and reason (field error type or InternalError).",
+            "Denied admission requests by endpoint and reason (field error type or InternalError).",
             ["endpoint", "reason"],
             registry=self.registry,
         )
@@ -53,6 +53,6 @@ class Metrics:
         """The text format for `/metrics`, across all workers in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)

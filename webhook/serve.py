@@ -44,7 +44,7 @@ class ServeOptions:
     log_level: str = "info"
 
     def hosts(self) -> list[str]:
-        """The serving certificate's SANs: the names asked for, else localhost plus the bind address."""
+        """The serving certificate's SANs: those asked for, else localhost and the bind address."""
         hosts = list(self.dns_names) + list(self.ips)
         if not hosts:
             hosts = ["localhost", "127.0.0.1"]
@@ -80,7 +80,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def gunicorn_options(opts: ServeOptions, reloader: CertReloader) -> dict[str, Any]:
-    """The gunicorn settings: TLS with our reloading context, threads, keep-alive, bounded requests."""
+    """gunicorn settings: TLS with our reloading context, threads, keep-alive, bounded requests."""
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     options: dict[str, Any] = {
         "bind": [f"{host}:{opts.port}"],
@@ -108,7 +108,7 @@ def gunicorn_options(opts: ServeOptions, reloader: CertReloader) -> dict[str, An
 def _mark_worker_dead(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
 def serve(opts: ServeOptions, environ: MutableMapping[str, str]) -> int:
@@ -142,7 +142,9 @@ def main(opts: ServeOptions) -> int:
     return serve(opts, os.environ)
 
 
-def options_from(bind: str, cert_dir: str, dns: Sequence[str], ips: Sequence[str], **kw: Any) -> ServeOptions:
+def options_from(
+    bind: str, cert_dir: str, dns: Sequence[str], ips: Sequence[str], **kw: Any
+) -> ServeOptions:
     """Build `ServeOptions`, validating the bind address and IPs (ValueError with the reason)."""
     host, port = parse_bind(bind)
     for ip in ips:

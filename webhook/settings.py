@@ -43,7 +43,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Build settings from `KAITO_WEBHOOK_*` variables; raise `SettingsError` listing all problems."""
+        """Settings from `KAITO_WEBHOOK_*` variables; `SettingsError` lists every problem."""
         problems: list[str] = []
         max_body = _int(environ, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, problems)
         level = environ.get(PREFIX + "LOG_LEVEL", "INFO").upper()

@@ -1,4 +1,4 @@
-"""A server SSLContext that follows the certificate files on disk, for gunicorn's `ssl_context` hook.
+"""A server SSLContext that follows the certificate files, for gunicorn's `ssl_context` hook.
 
 Why: certificates rotate (kubelet swaps the mounted Secret, or we renew our own) and the
 webhook must pick them up without a restart and without dropping a request. gunicorn asks
@@ -41,7 +41,9 @@ class CertReloader:
         self._context: ssl.SSLContext | None = None
         self._next_renewal_check = 0.0
 
-    def ssl_context(self, conf: object, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    def ssl_context(
+        self, conf: object, default_factory: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
         """gunicorn's hook: the current context (arguments unused; the files are the truth)."""
         return self.context()
 
@@ -88,7 +90,9 @@ class CertReloader:
         try:
             with open(self.cert_dir / ".lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                result = ensure_cert_dir(self.cert_dir, self.renew_hosts, now=dt.datetime.now(dt.UTC))
+                result = ensure_cert_dir(
+                    self.cert_dir, self.renew_hosts, now=dt.datetime.now(dt.UTC)
+                )
         except (OSError, ValueError) as exc:
             log.warning("could not check the serving certificate for renewal: %s", exc)
             return

@@ -13,6 +13,7 @@ the failing component's log tail).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import shutil
@@ -31,6 +32,7 @@ from rig.components import COMPONENTS, Component, Layout, kubeconfig_text
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE = REPO / ".local"
 ETCD = "/usr/bin/etcd"
+REUSE_PATIENCE = 20.0
 
 
 class ControlPlaneError(RuntimeError):
@@ -126,13 +128,33 @@ class ControlPlane:
         Serialised by a lock file in the state dir: a second `up` (another pytest session)
         waits and then finds the first one's control plane healthy.
         """
-        if self.is_up():
+        if self._reusable():
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / ".up.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self.is_up():
+            if not self._reusable():
                 self._start(k8sbuild.ensure_binaries(progress), timeout)
+
+    def _reusable(self, patience: float = REUSE_PATIENCE) -> bool:
+        """Healthy now, or all processes alive and healthy within `patience` seconds.
+
+        A slow answer on a busy machine must not make us restart a control plane that
+        another test session is using; only a dead process (or lasting ill health) does.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                health = self.health()
+            except ControlPlaneError:
+                return False
+            if all(h[2] for h in health.values()):
+                return True
+            if any(h[3] == "not running" for h in health.values()):
+                return False
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
 
     def _start(self, bin_dir: Path, timeout: float) -> None:
         self.down()
@@ -145,8 +167,9 @@ class ControlPlane:
             argv = [self._argv0(comp, state), *comp.args(self.layout, ports)]
             state["pids"][name] = procs.start(argv, self.layout.log(name))
             self.layout.state_file.write_text(json.dumps(state, indent=2))
-            if name == "kube-apiserver":
+            if name in ("etcd", "kube-apiserver"):  # the others need these to be serving
                 self._wait(comp, state, deadline)
+            if name == "kube-apiserver":
                 self.kubeconfig.write_text(kubeconfig_text(self.layout.certs, self.server))
         for comp in COMPONENTS.values():
             self._wait(comp, state, deadline)
@@ -184,6 +207,8 @@ class ControlPlane:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # only when empty: others may keep logs there
+            (self.state_dir / "logs").rmdir()
         return stopped
 
 

@@ -58,7 +58,8 @@ class Layout:
 
     def owned_paths(self) -> list[Path]:
         return [self.state_file, self.certs_dir, self.etcd_dir, self.kubeconfig,
-                *(self.log(name) for name in COMPONENTS)]
+                *(self.log(name) for name in COMPONENTS),
+                *(self.log(name).with_suffix(".pid") for name in COMPONENTS)]
 
 
 Args = Callable[[Layout, Mapping[str, int]], list[str]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import shutil
 import socket
 import tempfile
 import threading
@@ -101,6 +102,8 @@ class SimKubelet:
                 tracked.proc.stop()
         self._pods.clear()
         self._nets.delete_all()
+        if self.workdir is None:  # our own temp dir for pod output; a given one is kept
+            shutil.rmtree(self._logs, ignore_errors=True)
 
     def __enter__(self) -> SimKubelet:
         return self.start()
@@ -113,9 +116,13 @@ class SimKubelet:
             try:
                 self.tick()
             except Exception as exc:  # the loop must survive one bad pass; record it
-                log.exception("simulated kubelet pass failed")
-                self.errors.append(repr(exc))
+                self._record("simulated kubelet pass failed", exc)
             self._stop.wait(self.poll_interval)
+
+    def _record(self, what: str, exc: Exception) -> None:
+        log.error("%s: %r", what, exc)
+        if len(self.errors) < 100 and f"{what}: {exc!r}" not in self.errors:
+            self.errors.append(f"{what}: {exc!r}")
 
     def tick(self) -> None:
         """One pass: every bound pod on our nodes gets its status brought up to date."""
@@ -124,7 +131,10 @@ class SimKubelet:
         seen = set()
         for pod in pods:
             seen.add(pod["metadata"]["uid"])
-            self._handle(pod)
+            try:  # one bad pod (policy error, refused status) must not starve the others
+                self._handle(pod)
+            except Exception as exc:
+                self._record(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}", exc)
         for uid in set(self._pods) - seen:
             gone = self._pods.pop(uid)
             if gone.proc:

@@ -29,15 +29,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Run by `setsid --fork`: record our PID (atomically), then become the component, so the
+# component is a session (and process group) leader whose parent is init, not us.
+_LAUNCH = 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"'
+
+
 def start(argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> int:
-    """Start argv detached (own session), stdout+stderr to log; return its PID."""
+          cwd: Path | None = None, timeout: float = 10.0) -> int:
+    """Start argv detached (own session, reparented to init), output to log; return its PID.
+
+    Detached so that it outlives this process (the tests' control plane is reused by the
+    next session) without leaving a child Python would warn about or never reap.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
+    pidfile = log.with_suffix(".pid")
+    pidfile.unlink(missing_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env=env, cwd=cwd)
-    return proc.pid
+        launcher = subprocess.run(["setsid", "--fork", "sh", "-c", _LAUNCH, str(pidfile), *argv],
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env=env, cwd=cwd, timeout=timeout)
+    if launcher.returncode != 0:
+        raise OSError(f"setsid could not start {argv[0]} (exit {launcher.returncode}); see {log}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid = int(pidfile.read_text())
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.01)
+            continue
+        # The PID is written just before `exec`: wait until it runs argv[0] (or is gone).
+        while time.monotonic() < deadline:
+            current = cmdline(pid)
+            if not current or current[0] == argv[0]:
+                return pid
+            time.sleep(0.01)
+    raise OSError(f"{argv[0]} did not start within {timeout}s; see {log}")
 
 
 def cmdline(pid: int) -> list[str]:
@@ -75,19 +101,10 @@ def stop(pid: int, argv0: str, marker: str, *, grace: float = 5.0) -> bool:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            _reap(pid)
             if not is_ours(pid, argv0, marker):
                 return True
             time.sleep(0.05)
     return not is_ours(pid, argv0, marker)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status when pid is our child (otherwise it is someone else's)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return
 
 
 def probe(url: str, *, ca: Path | None = None, cert: tuple[Path, Path] | None = None,

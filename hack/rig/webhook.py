@@ -12,7 +12,7 @@ import base64
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 DEFAULT_NAME = "kaito-webhook"
 _RULES = [
@@ -27,9 +27,17 @@ _RULES = [
 
 
 def webhook_bodies(
-    *, url: str, ca_bundle: bytes | str, name: str = DEFAULT_NAME, timeout_seconds: int = 10
+    *,
+    url: str,
+    ca_bundle: bytes | str,
+    name: str = DEFAULT_NAME,
+    timeout_seconds: int = 10,
+    namespace_labels: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two configuration objects, pointing at `url` + /mutate and /validate."""
+    """The two configuration objects, pointing at `url` + /mutate and /validate.
+
+    `namespace_labels` limits them to namespaces with those labels (tests share a cluster).
+    """
     pem = ca_bundle.encode() if isinstance(ca_bundle, str) else ca_bundle
     bundle = base64.b64encode(pem).decode()
     base = url.rstrip("/")
@@ -44,6 +52,7 @@ def webhook_bodies(
             "sideEffects": "None",
             "timeoutSeconds": timeout_seconds,
             "matchPolicy": "Equivalent",
+            "namespaceSelector": {"matchLabels": dict(namespace_labels or {})},
         }
 
     mutating = {
@@ -68,23 +77,38 @@ def register_webhooks(
     ca_bundle: bytes | str,
     name: str = DEFAULT_NAME,
     timeout_seconds: int = 10,
+    namespace_labels: dict[str, str] | None = None,
 ) -> None:
     """Create, or replace, both configurations named `name`."""
     adm = client.AdmissionregistrationV1Api(api)
     mutating, validating = webhook_bodies(
-        url=url, ca_bundle=ca_bundle, name=name, timeout_seconds=timeout_seconds
+        url=url,
+        ca_bundle=ca_bundle,
+        name=name,
+        timeout_seconds=timeout_seconds,
+        namespace_labels=namespace_labels,
     )
-    _upsert(mutating, adm.create_mutating_webhook_configuration,
-            adm.read_mutating_webhook_configuration, adm.replace_mutating_webhook_configuration)
-    _upsert(validating, adm.create_validating_webhook_configuration,
-            adm.read_validating_webhook_configuration, adm.replace_validating_webhook_configuration)
+    _upsert(
+        mutating,
+        adm.create_mutating_webhook_configuration,
+        adm.read_mutating_webhook_configuration,
+        adm.replace_mutating_webhook_configuration,
+    )
+    _upsert(
+        validating,
+        adm.create_validating_webhook_configuration,
+        adm.read_validating_webhook_configuration,
+        adm.replace_validating_webhook_configuration,
+    )
 
 
 def unregister_webhooks(api: client.ApiClient, *, name: str = DEFAULT_NAME) -> None:
     """Delete both configurations; absent ones count as deleted."""
     adm = client.AdmissionregistrationV1Api(api)
-    for delete in (adm.delete_mutating_webhook_configuration,
-                   adm.delete_validating_webhook_configuration):
+    for delete in (
+        adm.delete_mutating_webhook_configuration,
+        adm.delete_validating_webhook_configuration,
+    ):
         try:
             delete(name)
         except ApiException as exc:
@@ -101,6 +125,8 @@ def _upsert(body: dict[str, Any], create: Any, read: Any, replace: Any) -> None:
         if exc.status != 409:
             raise
     current = read(name)
-    body = {**body, "metadata": {**body["metadata"],
-                                 "resourceVersion": current.metadata.resource_version}}
+    body = {
+        **body,
+        "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
+    }
     replace(name, body)

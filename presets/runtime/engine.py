@@ -146,9 +146,11 @@ class Engine:
     # -- checks that need the tokenizer ------------------------------------------------------
     def encode(self, request: GenRequest) -> list[int]:
         tok = self.loaded.tokenizer
-        if request.messages is None:
+        templated = request.templated and bool(getattr(tok, "chat_template", None))
+        if request.messages is None and not templated:
             return list(tok(request.prompt or "", add_special_tokens=False)["input_ids"])
-        messages = [dict(m) for m in request.messages]
+        messages = [dict(m) for m in request.messages or ()] or [
+            {"role": "user", "content": request.prompt or ""}]
         if not getattr(tok, "chat_template", None):
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
             return list(tok(text, add_special_tokens=False)["input_ids"])

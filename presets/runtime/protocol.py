@@ -61,6 +61,9 @@ class GenRequest:
     stream: bool = False
     include_usage: bool = False
     logprobs: int | None = None  # None: none; n: chosen token plus n alternatives
+    # /chat's bare prompt goes through the chat template (as one user message) when the
+    # model has one: instruct models answer the seed's question only that way.
+    templated: bool = False
 
 
 def _number(body: Mapping[str, Any], key: str, lo: float, hi: float, *, lo_open: bool = False
@@ -243,7 +246,8 @@ def parse_kaito_chat(body: Any) -> GenRequest:
         seed=_integer(kwargs, "seed", -(2**63), 2**63 - 1),
     )
     return GenRequest(model=_model(body), messages=messages,
-                      prompt=None if messages else prompt, sampling=sampling)
+                      prompt=None if messages else prompt, sampling=sampling,
+                      templated=messages is None)
 
 
 def _object(body: Any) -> Mapping[str, Any]:

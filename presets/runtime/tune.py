@@ -6,8 +6,9 @@ is a subcommand; each failure is one clear line in the termination message file
 (`/dev/termination-log`, or env KAITO_TERMINATION_LOG) so the reconciler can put the real
 reason in the Workspace status, and the exit code is 1 (2 for a bad command line).
 
-  kaito-tune fetch --data-dir DIR (--url URL ... | --image REF [--pull-secret FILE] |
-                   --volume DIR) [--config FILE] [--max-bytes N] [--plain-http]
+  kaito-tune fetch --method M (--data-dir DIR (--url URL ... | --image REF
+                   [--pull-secret FILE] [--plain-http]) | --volume DIR) [--config FILE]
+                   [--max-bytes N]
   kaito-tune train --model DIR|PRESET --method lora|qlora --data-dir DIR --output-dir DIR
                    [--work-dir DIR] [--config FILE] [--family NAME]
   kaito-tune push  --adapter-dir DIR (--image REF [--push-secret FILE] [--plain-http] |
@@ -78,6 +79,8 @@ def columns_of(config: TuneConfig) -> Columns:
 
 def cmd_fetch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     config = config_for(args, None)
+    if args.data_dir is None and not args.volume:
+        raise ConfigError("fetch --url / --image needs --data-dir")
     if args.url:
         settings = fetching.FetchSettings.from_env(environ, max_bytes=args.max_bytes)
         fetching.fetch_all(args.url, args.data_dir, settings)
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kaito-tune", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="fetch and check the input data")
-    fetch.add_argument("--data-dir", type=Path, required=True)
+    fetch.add_argument("--data-dir", type=Path, help="where to put fetched data (not --volume)")
     source = fetch.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", action="append", help="an input URL (repeatable)")
     source.add_argument("--image", help="an OCI artifact holding data files")

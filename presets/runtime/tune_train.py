@@ -51,13 +51,7 @@ def load_for_training(model_dir: Path, config: TuneConfig) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     torch.manual_seed(config.seed)  # LoRA's random init: the same seed, the same adapter
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if config.chat_template:
-        template = Path(config.chat_template)
-        is_file = "{" not in config.chat_template and template.is_file()
-        tokenizer.chat_template = template.read_text() if is_file else config.chat_template
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = _tokenizer(AutoTokenizer.from_pretrained(model_dir), config)
     kwargs: dict[str, Any] = {"dtype": _dtype(config.torch_dtype)}
     if config.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
@@ -97,6 +91,16 @@ def load_for_training(model_dir: Path, config: TuneConfig) -> tuple[Any, Any]:
         model = get_peft_model(model, LoraConfig(**settings))
     model.train()
     return model, tokenizer
+
+
+def _tokenizer(tokenizer: Any, config: TuneConfig) -> Any:
+    if config.chat_template:
+        template = Path(config.chat_template)
+        is_file = "{" not in config.chat_template and template.is_file()
+        tokenizer.chat_template = template.read_text() if is_file else config.chat_template
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _dtype(name: str) -> Any:
@@ -229,19 +233,7 @@ def train(
         loss = _one_step(model, optimizer, data, micro, pad_id, device, config, step, total)
         done = step + 1
         if done % config.logging_steps == 0 or done == total:
-            elapsed = time.monotonic() - began
-            emit(
-                {
-                    "event": "step",
-                    "step": done,
-                    "total_steps": total,
-                    "epoch": round(epoch, 4),
-                    "loss": round(loss, 6),
-                    "learning_rate": learning_rate(config, step, total),
-                    "elapsed_s": round(elapsed, 3),
-                    "steps_per_s": round((done - start) / elapsed, 4) if elapsed else None,
-                }
-            )
+            emit(_step_record(config, step, total, epoch, loss, time.monotonic() - began, start))
         epoch_end = float(epoch).is_integer() and config.save_strategy == "epoch"
         if config.save_strategy != "no" and (done % config.save_steps == 0 or epoch_end):
             path = save_checkpoint(model, optimizer, work_dir, done, config.save_total_limit)
@@ -260,6 +252,22 @@ def train(
         }
     )
     return TrainResult(max(start, total), start, loss, output_dir)
+
+
+def _step_record(
+    config: TuneConfig, step: int, total: int, epoch: float, loss: float, elapsed: float, start: int
+) -> dict[str, Any]:
+    done = step + 1
+    return {
+        "event": "step",
+        "step": done,
+        "total_steps": total,
+        "epoch": round(epoch, 4),
+        "loss": round(loss, 6),
+        "learning_rate": learning_rate(config, step, total),
+        "elapsed_s": round(elapsed, 3),
+        "steps_per_s": round((done - start) / elapsed, 4) if elapsed else None,
+    }
 
 
 def _one_step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from presets.catalog import Catalog, load_catalog
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+Doc = dict[str, Any]
 
 
 def inference_ws(
@@ -57,3 +59,25 @@ def tuning_ws(
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
     return load_catalog()
+
+
+def set_path(path: str, value: Any) -> Callable[[Doc], None]:
+    def change(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+
+    return change
+
+
+def drop_path(path: str) -> Callable[[Doc], None]:
+    def change(doc: Doc) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return change

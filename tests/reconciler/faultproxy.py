@@ -59,7 +59,8 @@ class FaultProxy:
         self.requests = 0
         self.faults: dict[str, int] = dict.fromkeys(FAULTS, 0)
         upstream = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=upstream)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=upstream)
         self.upstream = upstream.host
         self.pool = urllib3.PoolManager(cert_file=upstream.cert_file, key_file=upstream.key_file,
                                         ca_certs=upstream.ssl_ca_cert, cert_reqs="CERT_REQUIRED")

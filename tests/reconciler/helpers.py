@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes import client
 
 from presets.catalog import Catalog, load_catalog
-from reconciler.kube import Kube
+from reconciler.kube import Kube, resource_path
 from reconciler.provision.base import Provisioner
 from reconciler.provision.factory import ProvisionSettings, provisioner_for
 from reconciler.reconcile import Summary, run_pass
@@ -77,16 +77,20 @@ def reconcile(kube: Kube, namespace: str, provisioner: str = "byo", **kw: Any) -
 
 def create_ws(api: client.ApiClient, namespace: str, body: Obj) -> Obj:
     custom = client.CustomObjectsApi(api)
-    out: Obj = custom.create_namespaced_custom_object("kaito.sh", "v1beta1", namespace,
+    out: Any = custom.create_namespaced_custom_object("kaito.sh", "v1beta1", namespace,
                                                       "workspaces", body)
-    return out
+    return dict(out)
 
 
 def get_ws(api: client.ApiClient, namespace: str, name: str) -> Obj:
     custom = client.CustomObjectsApi(api)
-    out: Obj = custom.get_namespaced_custom_object("kaito.sh", "v1beta1", namespace,
+    out: Any = custom.get_namespaced_custom_object("kaito.sh", "v1beta1", namespace,
                                                    "workspaces", name)
-    return out
+    return dict(out)
+
+
+def get_obj(kube: Kube, api_version: str, kind: str, namespace: str, name: str) -> Obj:
+    return kube.request("GET", resource_path(api_version, kind, namespace, name))
 
 
 def conditions(ws: Obj) -> dict[str, Obj]:

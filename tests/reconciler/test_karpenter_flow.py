@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-
-from reconciler.kube import Kube
 from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
+
+from reconciler.kube import Kube
 from tests.reconciler.helpers import conditions, create_ws, get_ws, phi3, reconcile, unique, wait
 
 pytestmark = pytest.mark.cluster
@@ -57,12 +57,10 @@ def test_phi3_gets_a_nodeclaim_becomes_ready_and_deletion_removes_everything(
         assert len(_claims(kube, name, namespace)) == 1  # never a second claim
         client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
             "kaito.sh", "v1beta1", namespace, "workspaces", name)
-        custom = client.CustomObjectsApi(api_client)
 
         def gone() -> bool:
             reconcile(kube, namespace, "karpenter")
-            items = custom.list_namespaced_custom_object("kaito.sh", "v1beta1", namespace,
-                                                         "workspaces")["items"]
+            items = kube.list_items("kaito.sh/v1beta1", "Workspace", namespace)
             deps = client.AppsV1Api(api_client).list_namespaced_deployment(namespace).items
             return not items and not deps and not _claims(kube, name, namespace)
 

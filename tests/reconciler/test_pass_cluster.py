@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-
-from reconciler.kube import Kube
 from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
+
+from reconciler.kube import Kube
 from tests.reconciler.helpers import (
     conditions,
     create_ws,
+    get_obj,
     get_ws,
     phi3,
     reconcile,
@@ -50,12 +51,11 @@ def test_byo_workspace_becomes_ready_and_a_second_pass_writes_nothing(
     create_ws(api_client, namespace, phi3("workspace-phi-3-mini", label))
     first = reconcile(kube, namespace)
     assert (first.created, first.failed) == (3, 0), first.line()
-    apps = client.AppsV1Api(api_client)
-    dep = apps.read_namespaced_deployment("workspace-phi-3-mini", namespace)
-    assert dep.metadata.labels.get("argocd.argoproj.io/instance") is None
-    terms = dep.spec.template.spec.affinity.node_affinity
-    exprs = terms.required_during_scheduling_ignored_during_execution.node_selector_terms[0]
-    assert {(e.key, tuple(e.values)) for e in exprs.match_expressions} == {
+    dep = get_obj(kube, "apps/v1", "Deployment", namespace, "workspace-phi-3-mini")
+    assert "argocd.argoproj.io/instance" not in dep["metadata"]["labels"]
+    affinity = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    exprs = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert {(e["key"], tuple(e["values"])) for e in exprs["matchExpressions"]} == {
         ("apps", (label,)), ("kubernetes.io/hostname", (node,))}
 
     def ready() -> bool:
@@ -82,14 +82,15 @@ def test_children_edited_by_hand_are_restored_by_the_next_pass(
     _node, label = gpu_node
     create_ws(api_client, namespace, phi3("ws-edit", label))
     reconcile(kube, namespace)
-    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+    apps = client.AppsV1Api(api_client)
     apps.patch_namespaced_deployment_scale("ws-edit", namespace, {"spec": {"replicas": 3}})
     kube.delete("v1", "Service", "ws-edit", namespace)  # 1.20 answers a Status the client rejects
     summary = reconcile(kube, namespace)
     assert (summary.created, summary.updated) == (1, 1), summary.line()
-    assert apps.read_namespaced_deployment("ws-edit", namespace).spec.replicas == 1
-    svc = core.read_namespaced_service("ws-edit", namespace)
-    assert [(p.port, p.target_port) for p in svc.spec.ports] == [(80, 5000), (29500, 29500)]
+    assert get_obj(kube, "apps/v1", "Deployment", namespace, "ws-edit")["spec"]["replicas"] == 1
+    svc = get_obj(kube, "v1", "Service", namespace, "ws-edit")
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(80, 5000),
+                                                                             (29500, 29500)]
 
 
 def test_an_impossible_workspace_gets_a_false_condition_and_the_others_go_on(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from rig.cluster import ControlPlane
+from rig.cluster import ControlPlane, ControlPlaneError
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -65,3 +66,19 @@ def test_logs_of_an_unknown_component_is_refused_with_the_choices(tmp_path: Path
     out = _cli("logs", "kubelet", "--state-dir", str(tmp_path))
     assert out.returncode == 2
     assert "kube-apiserver" in out.stderr
+
+
+def test_a_component_that_cannot_start_fails_up_with_its_log_tail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, control_plane: ControlPlane) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr("rig.procs.free_port", lambda: port)
+        cp = ControlPlane(tmp_path / "broken")
+        with pytest.raises(ControlPlaneError) as info:
+            cp.up(timeout=30)
+    message = str(info.value)
+    assert "etcd exited during start" in message
+    assert "address already in use" in message
+    assert not (tmp_path / "broken" / "cluster.json").exists()

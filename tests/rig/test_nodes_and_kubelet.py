@@ -167,3 +167,23 @@ def test_deleting_a_missing_node_reports_false(api_client: ApiClient) -> None:
     with pytest.raises(KubeApiError) as info:
         Kube(api_client).get(f"/api/v1/nodes/{_unique('never')}")
     assert info.value.status == 404
+
+
+def test_a_policy_error_on_one_pod_is_recorded_and_the_others_are_still_served(
+        api_client: ApiClient, namespace: str, node_names: list[str]) -> None:
+    node = _unique("cpu")
+    node_names.append(node)
+    create_gpu_node(api_client, node, instance_type="Standard_D4s_v3", gpus=0)
+    kube, pods = Kube(api_client), f"/api/v1/namespaces/{namespace}/pods"
+
+    def policy(pod: dict[str, Any]) -> str:
+        return "explode" if pod["metadata"]["name"] == "bad" else "ready"
+
+    with SimKubelet(api_client, [node], policy=policy) as kubelet:
+        for name in ("bad", "good"):
+            kube.create(pods, {"metadata": {"name": name}, "spec": {
+                "nodeName": node, "containers": [{"name": "main", "image": "img:1"}]}})
+        _wait("the good pod to run",
+              lambda: kube.get(f"{pods}/good").get("status", {}).get("phase") == "Running")
+    assert kube.get(f"{pods}/bad")["status"]["phase"] == "Pending"
+    assert any("bad" in e and "unknown kubelet action 'explode'" in e for e in kubelet.errors)

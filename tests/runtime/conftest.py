@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from tests.support.tinymodel import build_tiny_model
 
-PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+PROMPT: Any = [{"role": "user", "content": "What is the capital of France?"}]
 TARGET = "Paris is it."
 
 
@@ -39,7 +39,7 @@ def train_adapter(model_dir: Path, out: Path, *, steps: int = 40) -> Path:
     base: Any = AutoModelForCausalLM.from_pretrained(model_dir)
     prompt = list(tok.apply_chat_template(PROMPT, add_generation_prompt=True,
                                           return_dict=True)["input_ids"])
-    answer = list(tok(TARGET, add_special_tokens=False)["input_ids"]) + [tok.eos_token_id]
+    answer = [*list(tok(TARGET, add_special_tokens=False)["input_ids"]), tok.eos_token_id]
     ids = torch.tensor([prompt + answer])
     labels = torch.tensor([[-100] * len(prompt) + answer])
     torch.manual_seed(0)

@@ -33,11 +33,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def run_server(args: Sequence[str], tmp: Path, *, ready_s: float = 120) -> Iterator[str]:
+def run_server(args: Sequence[str], tmp: Path, *, ready_s: float = 120,
+               cache: Path | None = None) -> Iterator[str]:
     """Start the server; yield its URL once /health is 200; stop it (and fail with its log)."""
     port = _free_port()
     log = tmp / f"server-{port}.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KAITO_MODEL_CACHE": str(tmp / "cache")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KAITO_MODEL_CACHE": str(cache or tmp / "cache")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "presets.runtime.server", "--host", "127.0.0.1",
@@ -84,9 +85,9 @@ def test_gunicorn_serves_chat_and_both_openai_endpoints(tiny_model_dir: Path,
         assert chat.status_code == 200
         assert isinstance(chat.json()["Result"], str)
         whole = client.chat.completions.create(
-            model="tiny", messages=PROMPT, max_tokens=6, temperature=0)  # type: ignore[arg-type]
+            model="tiny", messages=PROMPT, max_tokens=6, temperature=0)
         streamed = client.chat.completions.create(
-            model="tiny", messages=PROMPT, max_tokens=6, temperature=0,  # type: ignore[arg-type]
+            model="tiny", messages=PROMPT, max_tokens=6, temperature=0,
             stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in streamed) == \
             whole.choices[0].message.content
@@ -131,10 +132,11 @@ def test_a_model_that_fails_to_load_stops_gunicorn_with_code_3(tmp_path: Path) -
 
 
 def _logprobs(client: openai.OpenAI, model: str) -> tuple[str, list[float]]:
-    out = client.chat.completions.create(model=model, messages=PROMPT,  # type: ignore[arg-type]
+    out = client.chat.completions.create(model=model, messages=PROMPT,
                                          max_tokens=16, temperature=0, logprobs=True)
     content = out.choices[0].logprobs
-    assert content is not None and content.content is not None
+    assert content is not None
+    assert content.content is not None
     return out.choices[0].message.content or "", [t.logprob for t in content.content]
 
 

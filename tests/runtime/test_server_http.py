@@ -24,7 +24,7 @@ from presets.runtime.loading import LoadedModel, load_model
 from presets.runtime.settings import ServerSettings
 from tests.runtime.conftest import _serve
 
-MSG = [{"role": "user", "content": "hello there"}]
+MSG: Any = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +92,13 @@ def test_chat_with_messages_matches_the_openai_chat_endpoint(base_url: str,
                                                              client: openai.OpenAI) -> None:
     kaito = requests.post(base_url + "/chat", json={
         "messages": MSG, "generate_kwargs": {"max_new_tokens": 8}}, timeout=60).json()
-    oai = client.chat.completions.create(model="tiny", messages=MSG,  # type: ignore[arg-type]
+    oai = client.chat.completions.create(model="tiny", messages=MSG,
                                          max_tokens=8, temperature=0)
     assert kaito["Result"] == oai.choices[0].message.content
 
 
 def test_chat_completion_reports_usage_and_length_finish(client: openai.OpenAI) -> None:
-    out = client.chat.completions.create(model="tiny", messages=MSG,  # type: ignore[arg-type]
+    out = client.chat.completions.create(model="tiny", messages=MSG,
                                          max_tokens=5, temperature=0)
     assert out.object == "chat.completion"
     assert out.model == "tiny"
@@ -110,10 +110,10 @@ def test_chat_completion_reports_usage_and_length_finish(client: openai.OpenAI) 
 
 
 def test_streamed_chat_completion_equals_the_non_streamed_one(client: openai.OpenAI) -> None:
-    whole = client.chat.completions.create(model="tiny", messages=MSG,  # type: ignore[arg-type]
+    whole = client.chat.completions.create(model="tiny", messages=MSG,
                                            max_tokens=12, temperature=0)
     stream = client.chat.completions.create(
-        model="tiny", messages=MSG, max_tokens=12, temperature=0,  # type: ignore[arg-type]
+        model="tiny", messages=MSG, max_tokens=12, temperature=0,
         stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -142,7 +142,8 @@ def test_completions_with_and_without_stream(client: openai.OpenAI) -> None:
     assert whole.usage is not None
     assert whole.usage.completion_tokens == 7
     logprobs = whole.choices[0].logprobs
-    assert logprobs is not None and logprobs.token_logprobs is not None
+    assert logprobs is not None
+    assert logprobs.token_logprobs is not None
     assert len(logprobs.token_logprobs) == 7
     assert all(lp <= 0 for lp in logprobs.token_logprobs)
     streamed = client.completions.create(model="tiny", prompt="The capital of France",
@@ -156,7 +157,7 @@ def test_models_lists_the_served_id(client: openai.OpenAI) -> None:
 
 def test_unknown_model_is_an_openai_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="gpt-9", messages=MSG)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-9", messages=MSG)
     body: Any = info.value.body
     assert body["code"] == "model_not_found"
     assert body["param"] == "model"

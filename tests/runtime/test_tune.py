@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,7 +80,12 @@ def _answer_logprob(model_dir: Path, adapter: Path | None) -> float:
     tok: Any = AutoTokenizer.from_pretrained(model_dir)
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
     if adapter is not None:
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():
+            # peft 0.21 reads a property transformers 5 deprecated; `-W error` would raise.
+            warnings.filterwarnings(
+                "ignore", ".is_gradient_checkpointing. is deprecated", FutureWarning
+            )
+            model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
@@ -149,7 +155,10 @@ def test_a_restarted_run_resumes_and_ends_where_an_uninterrupted_run_ends(
     common = ["train", "--model", str(tiny_model_dir), "--method", "lora", "--data-dir", str(data)]
 
     def run(out: Path, steps: int) -> str:
-        config = _config(tmp_path / f"c{steps}.yaml", max_steps=steps, save_steps=3)
+        # A constant rate: a linear decay over 3 or 6 steps would differ by design.
+        config = _config(
+            tmp_path / f"c{steps}.yaml", max_steps=steps, save_steps=3, lr_scheduler_type="constant"
+        )
         assert main([*common, "--output-dir", str(out), "--config", str(config)], env) == 0
         return capsys.readouterr().out
 
@@ -214,7 +223,7 @@ def test_over_the_size_limit_and_loopback_without_the_test_setting_are_refused(
     served: tuple[Path, str], env: dict[str, str], tmp_path: Path
 ) -> None:
     root, base_url = served
-    (root / "big.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+    size = (root / "big.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
     argv = [
         "fetch",
         "--data-dir",
@@ -225,7 +234,9 @@ def test_over_the_size_limit_and_loopback_without_the_test_setting_are_refused(
         "lora",
     ]
     message = _failure([*argv, "--max-bytes", "10"], env)
-    assert message == f"fetch failed: {base_url}/big.jsonl is over the limit of 10 bytes\n"
+    assert message == (
+        f"fetch failed: {base_url}/big.jsonl is {size} bytes, over the limit of 10 bytes\n"
+    )
     strict = {TERMINATION_LOG_ENV: env[TERMINATION_LOG_ENV]}
     assert _failure(argv, strict) == (
         "fetch refused: host '127.0.0.1' resolves to 127.0.0.1, a loopback address\n"
@@ -275,3 +286,35 @@ def test_a_config_with_an_unknown_section_ends_with_the_allowed_sections(
         "bad config: unknown section 'Lora'; allowed sections: ModelConfig, TokenizerParams, "
         "QuantizationConfig, LoraConfig, TrainingArguments, DataCollator, DatasetConfig\n"
     )
+
+
+def test_data_from_an_oci_artifact_or_a_volume_is_fetched_and_checked(
+    registry: LocalRegistry,
+    env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source = tmp_path / "dataset"
+    source.mkdir()
+    (source / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:3]))
+    ref = registry.reference("data/chat")
+    creds = oci.Credentials(registry.username, registry.password)
+    oci.push_directory(source, ref, kind="dataset", credentials=creds, plain_http=True)
+    secret = registry.docker_config(tmp_path / "pull-secret.json")
+    argv = [
+        "fetch",
+        "--method",
+        "qlora",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--image",
+        ref,
+        "--pull-secret",
+        str(secret),
+        "--plain-http",
+    ]
+    assert main(argv, env) == 0
+    assert (tmp_path / "d" / "train.jsonl").read_bytes() == (source / "train.jsonl").read_bytes()
+    assert main(["fetch", "--method", "lora", "--volume", str(source)], env) == 0
+    counts = [e["examples"] for e in _events(capsys.readouterr().out, "data")]
+    assert counts == [3, 3]

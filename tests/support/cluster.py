@@ -14,6 +14,7 @@ another pytest session may be using.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 import uuid
@@ -65,11 +66,14 @@ def install_crd(kube: Kube, path: Path, *, timeout: float = 30.0) -> str:
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> ControlPlane:
+def control_plane(request: pytest.FixtureRequest) -> ControlPlane:
     """The tests' control plane, started (or reused) once per session, CRDs installed."""
     cp = ControlPlane(TEST_STATE)
+    capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
-        cp.up()
+        # The first run builds for minutes: let its progress lines reach the terminal.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            cp.up()
     except (ControlPlaneError, BuildError, OSError) as exc:
         pytest.fail(f"the local control plane did not start:\n{exc}", pytrace=False)
     api = cp.api_client()

@@ -48,14 +48,30 @@ def free_port() -> int:
         return port
 
 
-def start_server(cert_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    cert_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+) -> Server:
     """Start `python -m webhook serve` on a free port; FAIL (not skip) when it does not come up."""
     port = free_port()
-    cmd = [sys.executable, "-m", "webhook", "serve", "--bind", f"127.0.0.1:{port}",
-           "--cert-dir", str(cert_dir), "--ip", "127.0.0.1", "--dns-name", "localhost", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--cert-dir",
+        str(cert_dir),
+        "--ip",
+        "127.0.0.1",
+        "--dns-name",
+        "localhost",
+        *extra,
+    ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     server = Server(f"https://127.0.0.1:{port}", port, cert_dir, proc, log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -60,12 +60,24 @@ def test_v1alpha1_is_not_called_deprecated_by_default(catalog: Catalog) -> None:
 def test_a_version_listed_as_deprecated_gets_a_warning(catalog: Catalog) -> None:
     client = client_for(catalog, deprecated_versions=frozenset({"v1alpha1"}))
     body = answer(client, "/validate", review(phi3()))
-    assert "kaito.sh/v1alpha1 Workspace is deprecated; use kaito.sh/v1beta1" in body["response"]["warnings"]
+    assert (
+        "kaito.sh/v1alpha1 Workspace is deprecated; use kaito.sh/v1beta1"
+        in body["response"]["warnings"]
+    )
 
 
-def test_the_bypass_annotation_and_a_stale_catalog_revision_are_warned_about(catalog: Catalog) -> None:
-    obj = phi3(metadata={"name": "w", "annotations": {
-        ANNOTATION_BYPASS: "true", ANNOTATION_CATALOG_REVISION: "older-revision"}})
+def test_the_bypass_annotation_and_a_stale_catalog_revision_are_warned_about(
+    catalog: Catalog,
+) -> None:
+    obj = phi3(
+        metadata={
+            "name": "w",
+            "annotations": {
+                ANNOTATION_BYPASS: "true",
+                ANNOTATION_CATALOG_REVISION: "older-revision",
+            },
+        }
+    )
     warnings = answer(client_for(catalog), "/validate", review(obj))["response"]["warnings"]
     assert any(ANNOTATION_BYPASS in w for w in warnings)
     assert any("older-revision" in w for w in warnings)
@@ -73,12 +85,17 @@ def test_the_bypass_annotation_and_a_stale_catalog_revision_are_warned_about(cat
 
 def test_a_small_body_limit_from_settings_gives_413(catalog: Catalog) -> None:
     client = client_for(catalog, max_body_bytes=2048)
-    resp = client.post("/mutate", data=json.dumps(review(phi3(metadata={"name": "x" * 4000}))),
-                       content_type="application/json")
+    resp = client.post(
+        "/mutate",
+        data=json.dumps(review(phi3(metadata={"name": "x" * 4000}))),
+        content_type="application/json",
+    )
     assert resp.status_code == 413
 
 
-def test_readyz_is_503_while_the_cert_dir_has_no_certificate(catalog: Catalog, tmp_path: Path) -> None:
+def test_readyz_is_503_while_the_cert_dir_has_no_certificate(
+    catalog: Catalog, tmp_path: Path
+) -> None:
     client = client_for(catalog, cert_dir=tmp_path)
     assert client.get("/readyz").status_code == 503
 
@@ -104,11 +121,17 @@ def test_settings_report_every_bad_variable_at_once(tmp_path: Path) -> None:
 
 
 def test_settings_from_a_good_environment(tmp_path: Path) -> None:
-    settings = Settings.from_env({
-        "KAITO_WEBHOOK_MAX_BODY_BYTES": "65536",
-        "KAITO_WEBHOOK_CERT_DIR": str(tmp_path),
-        "KAITO_WEBHOOK_DEPRECATED_VERSIONS": " v1alpha1 ,",
-        "KAITO_WEBHOOK_LOG_LEVEL": "debug",
-    })
-    assert settings == Settings(max_body_bytes=65536, cert_dir=tmp_path, log_level="DEBUG",
-                                deprecated_versions=frozenset({"v1alpha1"}))
+    settings = Settings.from_env(
+        {
+            "KAITO_WEBHOOK_MAX_BODY_BYTES": "65536",
+            "KAITO_WEBHOOK_CERT_DIR": str(tmp_path),
+            "KAITO_WEBHOOK_DEPRECATED_VERSIONS": " v1alpha1 ,",
+            "KAITO_WEBHOOK_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings == Settings(
+        max_body_bytes=65536,
+        cert_dir=tmp_path,
+        log_level="DEBUG",
+        deprecated_versions=frozenset({"v1alpha1"}),
+    )

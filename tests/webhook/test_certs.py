@@ -44,8 +44,12 @@ def test_no_hosts_is_an_error() -> None:
 def test_renewal_reason(days_later: int, hosts: list[str], expected: str | None) -> None:
     ca = build_ca(now=NOW)
     pair = build_certificate(["a.svc"], ca=ca, now=NOW)
-    reason = renewal_reason(pair, ca_pem=ca.cert_pem, hosts=hosts, now=NOW + dt.timedelta(days=days_later))
-    assert reason is None if expected is None else reason is not None and reason.startswith(expected)
+    reason = renewal_reason(
+        pair, ca_pem=ca.cert_pem, hosts=hosts, now=NOW + dt.timedelta(days=days_later)
+    )
+    assert (
+        reason is None if expected is None else reason is not None and reason.startswith(expected)
+    )
 
 
 def test_a_certificate_from_another_ca_or_with_another_key_must_be_renewed() -> None:
@@ -55,9 +59,12 @@ def test_a_certificate_from_another_ca_or_with_another_key_must_be_renewed() -> 
     mine = build_certificate(["a.svc"], ca=ca, now=NOW)
     swapped = type(mine)(mine.cert_pem, pair.key_pem)
     assert renewal_reason(swapped, ca_pem=ca.cert_pem, hosts=[], now=NOW) == (
-        "private key does not match the certificate")
+        "private key does not match the certificate"
+    )
     garbage = type(mine)(b"not pem", b"not pem")
-    assert str(renewal_reason(garbage, ca_pem=ca.cert_pem, hosts=[], now=NOW)).startswith("unreadable")
+    assert str(renewal_reason(garbage, ca_pem=ca.cert_pem, hosts=[], now=NOW)).startswith(
+        "unreadable"
+    )
 
 
 def test_the_cert_dir_is_created_kept_and_renewed_with_the_same_ca(tmp_path: Path) -> None:

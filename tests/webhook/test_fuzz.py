@@ -21,8 +21,12 @@ from webhook.admission import review_response
 from webhook.app import create_app
 from webhook.settings import Settings
 
-FUZZ = settings(max_examples=1, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=1,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 Post = Callable[[str, dict[str, Any]], tuple[int, Any]]
 
 
@@ -38,8 +42,12 @@ def in_process(catalog: Catalog) -> tuple[FlaskClient, Post]:
 
 def check_admission(post: Post, obj: dict[str, Any], old: dict[str, Any], operation: str) -> None:
     """Both endpoints answer 200 with the uid; denials name fields; patches add and settle."""
-    sent = review(None if operation == "DELETE" else obj, operation=operation,
-                  old=old if operation in ("UPDATE", "DELETE") else None, uid="fuzz-uid")
+    sent = review(
+        None if operation == "DELETE" else obj,
+        operation=operation,
+        old=old if operation in ("UPDATE", "DELETE") else None,
+        uid="fuzz-uid",
+    )
     status, body = post("/mutate", sent)
     assert status == 200, body
     response = body["response"]
@@ -65,7 +73,8 @@ def check_validation(response: dict[str, Any]) -> None:
     causes = status["details"]["causes"]
     assert causes, status
     for cause in causes:
-        assert isinstance(cause["field"], str) and cause["field"], cause
+        assert isinstance(cause["field"], str), cause
+        assert cause["field"], cause
         assert f"{cause['field']}: " in status["message"]
 
 
@@ -88,7 +97,10 @@ def test_any_json_body_gets_a_200_answer_or_a_400_reason(catalog: Catalog) -> No
     seen: list[int] = []
 
     @settings(FUZZ, max_examples=3500)
-    @given(body=json_values | st.builds(review, json_values, uid=st.just("fuzz-uid")), path=st.sampled_from(["/mutate", "/validate"]))
+    @given(
+        body=json_values | st.builds(review, json_values, uid=st.just("fuzz-uid")),
+        path=st.sampled_from(["/mutate", "/validate"]),
+    )
     def check(body: Any, path: str) -> None:
         seen.append(1)
         resp = client.post(path, data=json.dumps(body), content_type="application/json")
@@ -138,8 +150,12 @@ def test_a_sample_over_real_https(https: requests.Session, server: Server) -> No
     seen: list[int] = []
 
     def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        resp = https.post(server.url + path, data=json.dumps(body),
-                          headers={"Content-Type": "application/json"}, timeout=10)
+        resp = https.post(
+            server.url + path,
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         return resp.status_code, resp.json()
 
     @settings(FUZZ, max_examples=300)

@@ -51,7 +51,9 @@ def test_applying_the_patch_and_mutating_again_yields_no_patch(
 
 
 def test_a_v1beta1_review_is_answered_in_v1beta1(https: requests.Session, server: Server) -> None:
-    body = post(https, server, "/mutate", review(phi3(), api_version="admission.k8s.io/v1beta1")).json()
+    body = post(
+        https, server, "/mutate", review(phi3(), api_version="admission.k8s.io/v1beta1")
+    ).json()
     assert body["apiVersion"] == "admission.k8s.io/v1beta1"
     assert patch_ops(body)
 
@@ -59,8 +61,10 @@ def test_a_v1beta1_review_is_answered_in_v1beta1(https: requests.Session, server
 def invalid_workspace() -> dict[str, Any]:
     return phi3(
         resource={"instanceType": "Standard_Nope_v9", "labelSelector": {"matchLabels": {"a": "b"}}},
-        inference={"preset": {"name": "phi-3-mini-4k-instructt"},
-                   "adapters": [{"source": {"name": "x", "image": "r.io/x:1"}, "strength": "7"}]},
+        inference={
+            "preset": {"name": "phi-3-mini-4k-instructt"},
+            "adapters": [{"source": {"name": "x", "image": "r.io/x:1"}, "strength": "7"}],
+        },
     )
 
 
@@ -112,28 +116,46 @@ MALFORMED = [
     pytest.param(_deep(50_000).encode(), id="nested-50000-deep"),
     pytest.param(_deep(150).encode(), id="nested-150-deep"),
     pytest.param(json.dumps({**review(phi3()), "kind": "Pod"}).encode(), id="kind-pod"),
-    pytest.param(json.dumps({**review(phi3()), "apiVersion": "v1"}).encode(), id="wrong-api-version"),
+    pytest.param(
+        json.dumps({**review(phi3()), "apiVersion": "v1"}).encode(), id="wrong-api-version"
+    ),
     pytest.param(json.dumps({**review(phi3()), "request": None}).encode(), id="no-request"),
     pytest.param(
-        json.dumps(review(phi3(), uid="x") | {"request": {
-            **review(phi3())["request"], "kind": {"group": "", "version": "v1", "kind": "Pod"}}}).encode(),
+        json.dumps(
+            review(phi3(), uid="x")
+            | {
+                "request": {
+                    **review(phi3())["request"],
+                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                }
+            }
+        ).encode(),
         id="request-kind-pod",
     ),
     pytest.param(
-        json.dumps({**review(phi3()), "request": {
-            k: v for k, v in review(phi3())["request"].items() if k != "uid"}}).encode(),
+        json.dumps(
+            {
+                **review(phi3()),
+                "request": {k: v for k, v in review(phi3())["request"].items() if k != "uid"},
+            }
+        ).encode(),
         id="missing-uid",
     ),
     pytest.param(
-        json.dumps({**review(phi3()), "request": {**review(phi3())["request"], "uid": ""}}).encode(),
+        json.dumps(
+            {**review(phi3()), "request": {**review(phi3())["request"], "uid": ""}}
+        ).encode(),
         id="empty-uid",
     ),
     pytest.param(
-        json.dumps({**review(phi3()), "request": {**review(phi3())["request"], "object": "x"}}).encode(),
+        json.dumps(
+            {**review(phi3()), "request": {**review(phi3())["request"], "object": "x"}}
+        ).encode(),
         id="object-not-a-map",
     ),
     pytest.param(
-        json.dumps(review(phi3(), operation="UPDATE")).encode(), id="update-without-old-object",
+        json.dumps(review(phi3(), operation="UPDATE")).encode(),
+        id="update-without-old-object",
     ),
 ]
 
@@ -148,9 +170,15 @@ def test_a_malformed_review_gets_400_with_a_json_reason(
     assert resp.json()["reason"]
 
 
-def test_a_body_that_is_not_json_content_type_gets_400(https: requests.Session, server: Server) -> None:
-    resp = https.post(server.url + "/validate", data=json.dumps(review(phi3())),
-                      headers={"Content-Type": "text/plain"}, timeout=10)
+def test_a_body_that_is_not_json_content_type_gets_400(
+    https: requests.Session, server: Server
+) -> None:
+    resp = https.post(
+        server.url + "/validate",
+        data=json.dumps(review(phi3())),
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    )
     assert resp.status_code == 400
     assert "Content-Type" in resp.json()["reason"]
 

@@ -1,4 +1,4 @@
-"""manifests/base/webhook: built-in kinds pass `kubernetes-validate --strict`, and the settings hold."""
+"""manifests/base/webhook: built-in kinds pass `kubernetes-validate --strict`; settings hold."""
 
 from __future__ import annotations
 
@@ -47,8 +47,11 @@ def test_the_deployment_runs_two_restricted_replicas_with_probes_and_a_pinned_im
     (container,) = pod["containers"]
     assert container["image"] == "ghcr.io/kaito-py/kaito:0.1.0"
     assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert set(container["resources"]) == {"requests", "limits"}

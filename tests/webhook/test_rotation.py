@@ -54,7 +54,9 @@ class Traffic(threading.Thread):
         conn: http.client.HTTPSConnection | None = None
         while not self.stop.is_set():
             if conn is None:
-                conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=10)
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", self.port, context=self.context, timeout=10
+                )
             try:
                 conn.request("POST", "/validate", BODY, HEADERS)
                 resp = conn.getresponse()
@@ -99,8 +101,10 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_failed_req
     kept.stop.set()
     fresh.join(15)
     kept.join(15)
-    assert fresh.failures == [] and kept.failures == []
-    assert fresh.count > 10 and kept.count > 10
+    assert fresh.failures == []
+    assert kept.failures == []
+    assert fresh.count > 10
+    assert kept.count > 10
     assert fresh.serials[0] == old_serial
     assert fresh.serials[-1] == new.cert.serial_number
     assert set(kept.serials) == {old_serial}

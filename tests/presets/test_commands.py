@@ -1,0 +1,171 @@
+"""The pod commands the reconciler gets from presets/commands.py, pinned by golden files.
+
+Each case is a terse Workspace expanded with the shipped catalog, so the command reflects
+the real GPU fit (tensor / pipeline parallel sizes) and max-model-len annotation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crds.workspace import parse_workspace
+from presets.catalog import load_catalog
+from presets.commands import CommandError, inference_command, vllm_arguments
+from presets.expand import expand_object, resolve
+from tests.support.golden import check_golden
+
+GOLDEN = Path(__file__).parent / "golden_commands"
+CATALOG = load_catalog()
+
+
+def workspace(
+    preset: str,
+    sku: str,
+    *,
+    adapters: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    inference: dict[str, Any] = {"preset": {"name": preset}}
+    if adapters:
+        inference["adapters"] = adapters
+    return {
+        "apiVersion": "kaito.sh/v1beta1",
+        "kind": "Workspace",
+        "metadata": {"name": "ws", "namespace": "default", "annotations": annotations or {}},
+        "resource": {"instanceType": sku, "labelSelector": {"matchLabels": {"a": "b"}}},
+        "inference": inference,
+    }
+
+
+def command_for(obj: dict[str, Any], config: dict[str, Any] | None = None) -> list[str]:
+    ws = parse_workspace(expand_object(obj, CATALOG))
+    return inference_command(ws, resolve(ws, CATALOG), config=config)
+
+
+ADAPTER: list[dict[str, Any]] = [
+    {"source": {"name": "french", "image": "reg/fr:1"}, "strength": "0.5"},
+    {"source": {"name": "style", "image": "reg/st:1"}},
+]
+
+CASES = [
+    pytest.param(
+        workspace("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4"),
+        None,
+        id="phi-3-mini-on-one-a100",
+    ),
+    pytest.param(
+        workspace("phi-3-mini-4k-instruct", "Standard_NC6s_v3"), None, id="phi-3-mini-on-v100-seed"
+    ),
+    pytest.param(
+        workspace("llama-3.3-70b-instruct", "Standard_NC48ads_A100_v4"),
+        None,
+        id="llama-70b-two-gpus-multi-node",
+    ),
+    pytest.param(
+        workspace(
+            "qwen2.5-coder-32b-instruct",
+            "Standard_NC96ads_A100_v4",
+            adapters=[{"source": {"name": "sql"}}],
+        ),
+        None,
+        id="qwen-32b-four-gpus-with-lora",
+    ),
+    pytest.param(
+        workspace("phi-4", "Standard_NC24ads_A100_v4"),
+        {
+            "max-model-len": 8192,
+            "gpu_memory_utilization": 0.95,
+            "enforce-eager": True,
+            "dtype": None,
+            "port": 1,
+        },
+        id="phi-4-user-config-wins",
+    ),
+    pytest.param(
+        workspace("smollm2-135m-instruct", "Standard_D4s_v3"), None, id="smollm2-135m-cpu"
+    ),
+    pytest.param(
+        workspace("smollm2-360m-instruct", "Standard_D8s_v3", adapters=ADAPTER),
+        None,
+        id="smollm2-360m-cpu-adapters",
+    ),
+    pytest.param(
+        workspace(
+            "phi-3-mini-4k-instruct",
+            "Standard_NC24ads_A100_v4",
+            annotations={"kaito.sh/runtime": "transformers"},
+        ),
+        None,
+        id="phi-3-mini-transformers-runtime",
+    ),
+]
+
+
+@pytest.mark.parametrize(("obj", "config"), CASES)
+def test_inference_commands_match_golden(
+    obj: dict[str, Any],
+    config: dict[str, Any] | None,
+    update_golden: bool,
+    request: pytest.FixtureRequest,
+) -> None:
+    name = request.node.callspec.id
+    check_golden(GOLDEN / f"{name}.yaml", command_for(obj, config), update=update_golden)
+
+
+def test_user_config_wins_key_by_key_and_cannot_move_the_port() -> None:
+    obj = workspace("phi-4", "Standard_NC24ads_A100_v4")
+    cmd = command_for(obj, {"max_model_len": 1024, "port": 9, "enable-prefix-caching": True})
+    assert cmd[cmd.index("--max-model-len") + 1] == "1024"
+    assert cmd.count("--max-model-len") == 1
+    assert cmd[cmd.index("--port") + 1] == "5000"
+    assert "--enable-prefix-caching" in cmd
+    assert "9" not in cmd
+
+
+def test_multi_node_uses_pipeline_parallel_over_ray() -> None:
+    cmd = command_for(workspace("llama-3.3-70b-instruct", "Standard_NC24ads_A100_v4"))
+    args = cmd[cmd.index("--") + 1 :]
+    pp = int(args[args.index("--pipeline-parallel-size") + 1])
+    assert pp > 1
+    assert args[args.index("--distributed-executor-backend") + 1] == "ray"
+
+
+def test_a_bad_strength_is_a_clear_error() -> None:
+    obj = workspace(
+        "smollm2-135m-instruct",
+        "Standard_D4s_v3",
+        adapters=[{"source": {"name": "a"}, "strength": "lots"}],
+    )
+    ws = parse_workspace(expand_object(obj, CATALOG))
+    with pytest.raises(CommandError, match=r"adapters\[0\]\.strength 'lots' is not a number"):
+        inference_command(ws, resolve(ws, CATALOG))
+
+
+def test_a_workspace_without_a_preset_has_no_preset_command() -> None:
+    obj = workspace("phi-4", "Standard_NC24ads_A100_v4")
+    obj["inference"] = {"template": {"spec": {"containers": []}}}
+    ws = parse_workspace(obj)
+    with pytest.raises(CommandError, match=r"preset\.name is required"):
+        vllm_arguments(ws, resolve(ws, CATALOG))
+
+
+def test_the_commands_module_imports_no_torch() -> None:
+    code = (
+        "import sys, presets.commands; "
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'presets.runtime') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
