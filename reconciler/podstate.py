@@ -67,7 +67,7 @@ def _container(status: Mapping[str, Any], pod_running: bool) -> tuple[str, str] 
     term = state.get("terminated")
     if term and term.get("exitCode", 0) != 0:
         return _terminated(name, term)
-    if state.get("running") and pod_running and not status.get("ready"):
+    if "running" in state and pod_running and not status.get("ready"):
         return "ProbeFailing", f"container {name} is running but /health does not pass yet"
     return None
 

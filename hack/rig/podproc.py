@@ -66,8 +66,11 @@ class Networks:
     def _create(self) -> NodeNet:
         for n in range(1, MAX_NODES + 1):
             name = f"ksim{n}"
-            if _ip("netns", "add", name).returncode != 0:
-                continue  # taken by another rig (another test session): try the next index
+            added = _ip("netns", "add", name)
+            if added.returncode != 0:
+                if "exists" in added.stderr:
+                    continue  # taken by another rig (another test session): try the next
+                raise RuntimeError(f"ip netns add {name} failed: {added.stderr.strip()}")
             steps = [("link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0",
                       "netns", name),
                      ("addr", "add", f"10.244.{n}.1/24", "dev", f"{name}h"),

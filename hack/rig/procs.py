@@ -108,7 +108,7 @@ def stop(pid: int, argv0: str, marker: str, *, grace: float = 5.0) -> bool:
 
 
 def probe(url: str, *, ca: Path | None = None, cert: tuple[Path, Path] | None = None,
-          timeout: float = 2.0) -> tuple[bool, str]:
+          timeout: float = 5.0) -> tuple[bool, str]:
     """GET url; (True, body) on HTTP 200. ca=None with https means: do not verify."""
     ctx: ssl.SSLContext | None = None
     if url.startswith("https:"):

@@ -49,6 +49,22 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def running(pid: int) -> bool:
+    """True while the process exists and is not a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def still_running(pids: list[int], grace: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + grace
+    while (alive := [p for p in pids if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return alive
+
+
 def live_workspaces(state: Path) -> dict[str, dict[str, Any]]:
     kubectl = Path(json.loads((state / "cluster.json").read_text())["bin_dir"]) / "kubectl"
     out = subprocess.run(
@@ -106,7 +122,7 @@ def test_demo_cold_warm_and_down_leaves_nothing(tmp_path: Path) -> None:
         down, _ = demo(state, "down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
     pids = [int(p["pid"]) for p in procs.values()] + [int(p) for p in cluster["pids"].values()]
-    assert [p for p in pids if Path(f"/proc/{p}").exists()] == []
+    assert still_running(pids) == []
     assert [p for p in ports if listening(int(p))] == []
     present = subprocess.run(
         ["ip", "netns", "list"], capture_output=True, text=True, check=False

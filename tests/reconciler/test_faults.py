@@ -12,7 +12,7 @@ from rig.cluster import ControlPlane
 from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
 
-from reconciler.kube import Kube
+from reconciler.kube import Kube, KubeError
 from tests.reconciler.faultproxy import FaultProxy
 from tests.reconciler.helpers import conditions, create_ws, get_ws, phi3, reconcile, unique
 
@@ -34,8 +34,7 @@ def labelled_node(api_client: client.ApiClient) -> Iterator[str]:
 def _owned(kube: Kube, ns: str) -> Counter[str]:
     counts: Counter[str] = Counter()
     for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "ConfigMap")):
-        for obj in kube.list_items(api, kind, ns, "kaito.sh/workspace"):
-            counts[kind] += 1
+        counts[kind] += len(kube.list_items(api, kind, ns, "kaito.sh/workspace"))
     claims = kube.list_items("karpenter.sh/v1", "NodeClaim", None,
                              f"kaito.sh/workspacenamespace={ns}")
     counts["NodeClaim"] = len(claims)
@@ -59,8 +58,8 @@ def test_faulty_api_leaves_no_duplicates_and_the_next_clean_pass_converges(
         for _ in range(8):
             try:
                 reconcile(faulty, namespace)
-            except Exception as exc:
-                assert "injected" in str(exc) or "Timeout" in str(exc) or "500" in str(exc), exc
+            except KubeError:
+                continue  # a failed LIST ends the pass; the next pass starts over
     time.sleep(proxy.delay_s + 0.5)  # let delayed requests land before judging
     assert sum(proxy.faults.values()) > 5, proxy.faults
     assert all(proxy.faults.values()), proxy.faults  # every kind of fault was injected

@@ -36,14 +36,16 @@ def test_up_is_idempotent_and_down_stops_exactly_what_up_started(
     started = time.monotonic()
     up = _cli("up", "--state-dir", str(state))
     assert up.returncode == 0, up.stderr + ControlPlane(state).log_tails()
-    assert time.monotonic() - started < 15, "a start from the binary cache must take < 15 s"
+    # Measured 4.7-9.7 s here; the bound only proves the binary cache was used (a build
+    # takes minutes) while leaving room for a shared 2-core machine under load.
+    assert time.monotonic() - started < 60, "a start from the binary cache took over 60 s"
     pids = json.loads((state / "cluster.json").read_text())["pids"]
     assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
     again = _cli("up", "--state-dir", str(state))
     assert again.returncode == 0
     assert json.loads((state / "cluster.json").read_text())["pids"] == pids
     status = _cli("status", "--state-dir", str(state))
-    assert status.returncode == 0
+    assert status.returncode == 0, status.stdout
     assert [line.split()[0] for line in status.stdout.splitlines()[1:5]] == list(pids)
     assert all(line.split()[-1] == "ok" for line in status.stdout.splitlines()[1:5])
     logs = _cli("logs", "kube-apiserver", "--state-dir", str(state))
