@@ -1,4 +1,4 @@
-"""Root test configuration: the golden-file flag, hack/ on the import path, shared fixture plugins."""
+"""Root test configuration: the golden flag, hack/ on the import path, fixture plugins."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if str(REPO / "hack") not in sys.path:
     sys.path.insert(0, str(REPO / "hack"))
 
 # Fixture plugins, each owned by the part it serves.
-pytest_plugins = ["tests.support.cluster"]
+pytest_plugins = ["tests.support.cluster", "tests.support.registry"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,1 +1,4 @@
-"""The data plane: the model server and the tuning job. The only package that imports torch / transformers / peft."""
+"""The data plane: the model server and the tuning job.
+
+The only package that imports torch / transformers / peft.
+"""

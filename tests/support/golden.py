@@ -10,7 +10,7 @@ import yaml
 
 
 def check_golden(path: Path, actual: Any, *, update: bool) -> None:
-    """Compare `actual` (JSON-ready) with the YAML golden file at `path`; rewrite it when `update`."""
+    """Compare `actual` (JSON-ready) with the YAML golden file at `path`; rewrite when `update`."""
     text = yaml.safe_dump(json.loads(json.dumps(actual)), sort_keys=True, default_flow_style=False)
     if update or not path.exists():
         if not update:
@@ -19,4 +19,4 @@ def check_golden(path: Path, actual: Any, *, update: bool) -> None:
         path.write_text(text)
         return
     expected = path.read_text()
-    assert text == expected, f"{path} differs from the current output; run `make golden` if intended"
+    assert text == expected, f"{path} differs from the output; run `make golden` if intended"
