@@ -78,6 +78,7 @@ class InstanceType:
     vcpu: int
     memory_gib: float
     relative_cost: float
+    bf16: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +156,7 @@ def _instance_type(raw: Mapping[str, Any]) -> InstanceType:
         vcpu=raw["vcpu"],
         memory_gib=float(raw["memoryGiB"]),
         relative_cost=float(raw["relativeCost"]),
+        bf16=raw["bf16"],
     )
 
 

@@ -110,6 +110,7 @@ INSTANCE_TYPE_FIELDS: dict[str, Check] = {
     "name": _regex(re.compile(r"^[A-Za-z0-9][\w.-]*$"), "an instance type name"),
     "cloud": _one_of(CLOUDS),
     "gpuModel": _str,
+    "bf16": _bool,
     "gpuCount": _int(0, 16),
     "gpuMemoryGiB": _number(0, strict=False),
     "vcpu": _int(1, 1024),

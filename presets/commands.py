@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from crds.workspace import Workspace
+from presets.expand import Resolved
 from presets.fit import GPU_MEMORY_UTILIZATION
 
 SERVER_PORT = 5000
@@ -23,23 +24,6 @@ DEFAULT_MAX_LORA_RANK = 64
 PYTHON = "python"
 # Keys the front owns: a user's inference config cannot move vLLM off the port we proxy to.
 RESERVED_VLLM_KEYS = frozenset({"port", "host", "model", "served-model-name"})
-
-
-class ResolvedLike(Protocol):
-    """The attributes of presets.expand.Resolved this module reads."""
-
-    @property
-    def preset(self) -> str | None: ...
-    @property
-    def runtime(self) -> str: ...
-    @property
-    def max_model_len(self) -> int | None: ...
-    @property
-    def tensor_parallel_size(self) -> int: ...
-    @property
-    def pipeline_parallel_size(self) -> int: ...
-    @property
-    def model(self) -> Any: ...
 
 
 class CommandError(ValueError):
@@ -69,7 +53,7 @@ def _strength_text(value: float) -> str:
 
 
 def transformers_command(
-    ws: Workspace, resolved: ResolvedLike, *, adapters_dir: str = "/mnt/adapters"
+    ws: Workspace, resolved: Resolved, *, adapters_dir: str = "/mnt/adapters"
 ) -> list[str]:
     if not resolved.preset:
         raise CommandError("inference.preset.name is required for a preset command")
@@ -91,7 +75,7 @@ def transformers_command(
 
 def vllm_arguments(
     ws: Workspace,
-    resolved: ResolvedLike,
+    resolved: Resolved,
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
@@ -112,7 +96,7 @@ def vllm_arguments(
     if resolved.max_model_len:
         options["max-model-len"] = resolved.max_model_len
     options["gpu-memory-utilization"] = GPU_MEMORY_UTILIZATION
-    options["dtype"] = model.dtype if model is not None else "auto"
+    options["dtype"] = _dtype(resolved)
     adapters = adapters_of(ws)
     if adapters:
         options["enable-lora"] = True
@@ -123,6 +107,16 @@ def vllm_arguments(
         if flag not in RESERVED_VLLM_KEYS:
             options[flag] = value
     return _render(options)
+
+
+def _dtype(resolved: Resolved) -> str:
+    """The model's dtype, except bfloat16 on GPUs without it (V100, T4): float16 there."""
+    model, sku = resolved.model, resolved.instance_type
+    if model is None:
+        return "auto"
+    if model.dtype == "bfloat16" and sku is not None and sku.gpu_count and not sku.bf16:
+        return "float16"
+    return model.dtype
 
 
 def _render(options: Mapping[str, Any]) -> list[str]:
@@ -147,7 +141,7 @@ def _json(value: Mapping[str, Any]) -> str:
 
 def vllm_command(
     ws: Workspace,
-    resolved: ResolvedLike,
+    resolved: Resolved,
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
@@ -167,7 +161,7 @@ def vllm_command(
 
 def inference_command(
     ws: Workspace,
-    resolved: ResolvedLike,
+    resolved: Resolved,
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
