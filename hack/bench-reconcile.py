@@ -105,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     kube = Kube(api, timeout=120)
     ensure_crd(kube)
     print(f"{'workspaces':>10} {'pass':>10} {'seconds':>8} {'api calls':>9} {'writes':>7} "
-          f"{'created':>7} {'status':>6}")
+          f"{'created':>7} {'status':>6} {'failed':>6}")
     for n in args.sizes:
         for what, s in one_size(kube, n):
             print(f"{n:>10} {what:>10} {s.duration_s:>8.2f} {s.calls:>9} {s.writes:>7} "
-                  f"{s.created:>7} {s.status_writes:>6}", flush=True)
+                  f"{s.created:>7} {s.status_writes:>6} {s.failed:>6}", flush=True)
+            if s.failures:
+                print(f"{'':>10} first failure: {s.failures[0][:150]}", flush=True)
     return 0
 
 

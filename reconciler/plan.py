@@ -74,11 +74,14 @@ def drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
 
 
 def update_body(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> Obj:
-    """The full object for a PUT: desired, with the live resourceVersion and server-owned fields."""
+    """The full object for a PUT: desired plus the server-owned fields of the live object.
+
+    No resourceVersion: an unconditional update, so a controller writing the object's
+    status between our LIST and PUT does not defer the repair to the next pass.
+    """
     body: Obj = {k: v for k, v in desired.items()}
     md = dict(desired["metadata"])
     live_md = actual.get("metadata", {})
-    md["resourceVersion"] = live_md.get("resourceVersion")
     if live_md.get("finalizers"):
         md["finalizers"] = live_md["finalizers"]
     body["metadata"] = md
