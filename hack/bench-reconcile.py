@@ -62,8 +62,7 @@ def one_size(kube: Kube, n: int) -> list[tuple[str, Summary]]:
     ns, label, node = f"bench-{tag}", uuid.uuid4().hex[:8], f"bench-{n}-{tag}"
     kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
     # room for every pod, so that pods are bound and stay Pending (no kubelet): a stable world
-    # (999 at most: the API writes 1000 as "1k", which the BYO check does not parse yet)
-    create_gpu_node(kube.api, node, instance_type="Standard_NC6s_v3", gpus=min(n, 999),
+    create_gpu_node(kube.api, node, instance_type="Standard_NC6s_v3", gpus=n,
                     labels={"apps": label}, pods=str(n + 10))
     settings = Settings(namespace=ns, provisioner="byo")
     byo = provisioner_for("byo", ProvisionSettings(provisioner="byo"))

@@ -19,7 +19,7 @@ import yaml
 
 from rig.certs import CertPaths
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"  # room for the 1000-Workspace benchmark
 ADMISSION = ",".join(["NamespaceLifecycle", "ServiceAccount", "MutatingAdmissionWebhook",
                       "ValidatingAdmissionWebhook", "ResourceQuota"])
 # Off: no cloud, no node IPAM/routes, and node lifecycle would evict pods of simulated

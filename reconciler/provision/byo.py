@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kubernetes.utils.quantity import parse_quantity
+
 from reconciler.provision.base import NodeRequest, NodeStatus, Obj, Snapshot, Writer
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -40,9 +42,9 @@ def node_is_ready(node: Obj) -> bool:
 def gpu_capacity(node: Obj) -> int:
     """The node's advertised nvidia.com/gpu capacity (0 when the device plugin is not up)."""
     raw = ((node.get("status") or {}).get("capacity") or {}).get(GPU_RESOURCE, "0")
-    try:
-        return max(0, int(str(raw)))
-    except ValueError:
+    try:  # a quantity: the API may write 1000 GPUs as "1k"
+        return max(0, int(parse_quantity(str(raw))))  # type: ignore[no-untyped-call]
+    except (ValueError, ArithmeticError):
         return 0
 
 

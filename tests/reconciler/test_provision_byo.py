@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.provision.base import Snapshot
-from reconciler.provision.byo import ByoProvisioner, select_byo_nodes
+from reconciler.provision.byo import ByoProvisioner, gpu_capacity, select_byo_nodes
 from reconciler.provision.factory import (
     ProvisionSettings,
     SettingsError,
@@ -98,3 +98,15 @@ def test_the_workspace_annotation_overrides_the_install_default() -> None:
     assert provisioner_name({}, "karpenter") == "karpenter"
     with pytest.raises(ValueError, match=r"kaito\.sh/provisioner='gke'"):
         provisioner_name({"kaito.sh/provisioner": "gke"}, "karpenter")
+
+
+@pytest.mark.parametrize(
+    ("capacity", "gpus"),
+    [
+        pytest.param("1k", 1000, id="suffixed-quantity"),
+        pytest.param("8", 8, id="plain"),
+        pytest.param("not-a-number", 0, id="garbage-is-no-gpu"),
+    ],
+)
+def test_gpu_capacity_reads_kubernetes_quantities(capacity: str, gpus: int) -> None:
+    assert gpu_capacity({"status": {"capacity": {"nvidia.com/gpu": capacity}}}) == gpus
