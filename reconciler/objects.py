@@ -181,14 +181,13 @@ def pod_template(
 ) -> Obj:
     inference = obj.get("inference") or {}
     options = (inference.get("preset") or {}).get("presetOptions") or {}
-    adapters = list(inference.get("adapters") or [])
     spec: Obj = {
         "containers": [model_container(ws, obj, resolved, multi, section)],
-        "volumes": pod_volumes(obj, adapters),
+        "volumes": pod_volumes(obj, ws),
         "terminationGracePeriodSeconds": 30,
         **c.placement(obj, nodes, spread=multi),
     }
-    init = adapter_init_containers(adapters, str(resolved.image))
+    init = adapter_init_containers(ws, resolved)
     if init:
         spec["initContainers"] = init
     secrets = c.pull_secrets(options.get("imagePullSecrets") or [])

@@ -7,11 +7,11 @@ the weight size) and must not perform I/O or read anything but their arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from crds.workspace import Workspace
-from presets.commands import inference_command
+from crds.workspace import Adapter, Workspace
+from presets.commands import adapters_of, inference_command
 from presets.expand import Resolved
 from reconciler import common as c
 
@@ -24,6 +24,7 @@ ADAPTER_AUTH_DIR = "/mnt/adapter-auth"
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod, not a temp file here)
 PROBE_PERIOD_S = 10
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
+PULL = ["python", "-m", "presets.runtime.oci_cli", "pull"]
 
 
 def startup_budget_s(weights_gib: float) -> int:
@@ -91,52 +92,52 @@ def model_container(
     return container
 
 
-def _adapter_name(adapter: Mapping[str, Any], index: int) -> str:
-    source = adapter.get("source") or {}
-    name = source.get("name") if isinstance(source, Mapping) else None
-    return str(name) if isinstance(name, str) and name else f"adapter-{index}"
+def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
+    """One puller per adapter image: `python -m presets.runtime.oci_cli pull REF DIR`.
 
-
-def adapter_init_containers(adapters: Sequence[Any], image: str) -> list[Obj]:
-    """One puller per adapter image: `python -m presets.runtime.oci pull REF DIR`."""
+    DIR is `ADAPTERS_DIR/<name>`, the path inference_command gives the server. vLLM's
+    `--lora-modules` loads an adapter at full strength, so on vLLM the puller bakes a strength
+    other than 1 into the weights (`--scale`); the transformers server applies strength itself
+    (`--adapter NAME=PATH:STRENGTH`), so its pullers never scale.
+    """
+    adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     out: list[Obj] = []
-    for i, adapter in enumerate(adapters):
-        if not isinstance(adapter, Mapping):
+    for i, (adapter, (name, strength)) in enumerate(zip(adapters, adapters_of(ws), strict=True)):
+        ref = adapter.source.image if adapter.source is not None else None
+        if not ref:
             continue
-        source = adapter.get("source") or {}
-        ref = source.get("image") if isinstance(source, Mapping) else None
-        if not isinstance(ref, str) or not ref:
-            continue
-        name = _adapter_name(adapter, i)
-        cmd = ["python", "-m", "presets.runtime.oci", "pull", ref, f"{ADAPTERS_DIR}/{name}"]
+        cmd = [*PULL, ref, f"{ADAPTERS_DIR}/{name}"]
         mounts: list[Obj] = [{"name": "adapters", "mountPath": ADAPTERS_DIR}]
-        if _adapter_secret(adapter):
-            cmd += ["--auth-file", f"{ADAPTER_AUTH_DIR}/{i}/{DOCKER_CONFIG_KEY}"]
+        if _pull_secret(adapter):
+            cmd += ["--pull-secret", f"{ADAPTER_AUTH_DIR}/{i}/{DOCKER_CONFIG_KEY}"]
             mounts.append({"name": f"adapter-auth-{i}", "mountPath": f"{ADAPTER_AUTH_DIR}/{i}",
                            "readOnly": True})
-        out.append({"name": f"adapter-{i}", "image": image, "command": cmd,
+        if resolved.runtime == "vllm" and strength != 1.0:
+            cmd += ["--scale", repr(strength)]
+        out.append({"name": f"adapter-{i}", "image": str(resolved.image), "command": cmd,
                     "volumeMounts": mounts, "terminationMessagePolicy": "FallbackToLogsOnError"})
     return out
 
 
-def _adapter_secret(adapter: Mapping[str, Any]) -> str:
-    source = adapter.get("source") or {}
-    secrets = source.get("imagePullSecrets") if isinstance(source, Mapping) else None
-    if isinstance(secrets, list) and secrets and isinstance(secrets[0], str):
-        return secrets[0]
-    return ""
+def _pull_secret(adapter: Adapter) -> str:
+    """The adapter's first imagePullSecret: the puller reads one dockerconfigjson file."""
+    secrets = adapter.source.image_pull_secrets if adapter.source is not None else None
+    return secrets[0] if secrets else ""
 
 
-def pod_volumes(obj: Mapping[str, Any], adapters: Sequence[Any]) -> list[Obj]:
+def pod_volumes(obj: Mapping[str, Any], ws: Workspace) -> list[Obj]:
     name = str(c.meta(obj)["name"])
     volumes: list[Obj] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "config", "configMap": {"name": f"{name}-inference-config"}},
     ]
+    adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     if adapters:
         volumes.append({"name": "adapters", "emptyDir": {}})
     for i, adapter in enumerate(adapters):
-        if isinstance(adapter, Mapping) and _adapter_secret(adapter):
+        secret = _pull_secret(adapter)
+        if secret:
             volumes.append({"name": f"adapter-auth-{i}", "secret": {
-                "secretName": _adapter_secret(adapter)}})
+                "secretName": secret,
+                "items": [{"key": DOCKER_CONFIG_KEY, "path": DOCKER_CONFIG_KEY}]}})
     return volumes

@@ -1,7 +1,9 @@
 """The tuning Job of a Workspace with `tuning:` (LoRA / QLoRA), as a pure builder.
 
-Three steps in one pod, run in order: fetch and check the data (init container), train,
-push the adapter (when `output.image`; the push secret is mounted as a file). The Job
+Three steps in one pod, run in order (kaito-tune fetch / train / push): fetch and check the
+data (init container), train (init container), push the adapter to `output.image` or copy it
+onto the `output.volumeSource` volume. Registry secrets are mounted as `.dockerconfigjson`
+files, the `tuning.config` ConfigMap as a directory holding training_config.yaml. The Job
 honours `resource.labelSelector` and the nodes the provisioner chose (Kaito issue 1428:
 its tuning pods ignored them), requests the node's GPUs, and carries
 `ttlSecondsAfterFinished` from the annotation `kaito.sh/tuning-ttl-seconds` or the setting.
@@ -21,14 +23,22 @@ Obj = dict[str, Any]
 
 ANNOTATION_TTL = "kaito.sh/tuning-ttl-seconds"
 ANNOTATION_BACKOFF = "kaito.sh/tuning-backoff-limit"
-DATA_DIR = "/mnt/data"
-INPUT_DIR = "/mnt/input"
-OUTPUT_DIR = "/mnt/output"
-CONFIG_DIR = "/mnt/config"
-PUSH_AUTH_DIR = "/mnt/push-auth"
+# Where each step reads and writes (kaito-tune, docs/contracts.md "The tuning Job's containers").
+DATA_DIR = "/mnt/data"  # fetched data (emptyDir `data`): fetch writes, train reads
+INPUT_DIR = "/mnt/input"  # the user's input volume, read only
+ADAPTER_DIR = "/mnt/adapter"  # the trained adapter (emptyDir `adapter`): train writes, push reads
+WORK_DIR = "/mnt/work"  # train's checkpoints (emptyDir `work`), see _volumes
+OUTPUT_DIR = "/mnt/output"  # the user's output volume: push copies the adapter files there
+CONFIG_DIR = "/mnt/config"  # the tuning.config ConfigMap; its key training_config.yaml
+PULL_AUTH_DIR = "/mnt/pull-auth"  # input.imagePullSecrets[0], as a file
+PUSH_AUTH_DIR = "/mnt/push-auth"  # output.imagePushSecret, as a file
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod)
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 TUNE = ["python", "-m", "presets.runtime.tune"]
+# kaito-tune writes its one-line failure reason to KAITO_TERMINATION_LOG, by default
+# /dev/termination-log: the kubelet's default terminationMessagePath, so no env is set and
+# the reason reaches the container status (FallbackToLogsOnError covers crashes).
+MESSAGE_POLICY = {"terminationMessagePolicy": "FallbackToLogsOnError"}
 
 
 def _int_setting(obj: Mapping[str, Any], annotation: str, default: Any) -> int | None:
@@ -44,35 +54,64 @@ def _int_setting(obj: Mapping[str, Any], annotation: str, default: Any) -> int |
     return value
 
 
+def _mount(name: str, path: str, read_only: bool = False) -> Obj:
+    return {"name": name, "mountPath": path, **({"readOnly": True} if read_only else {})}
+
+
+def _secret_file(directory: str) -> str:
+    return f"{directory}/{DOCKER_CONFIG_KEY}"
+
+
+def _config_args(tuning: Mapping[str, Any], mounts: list[Obj]) -> list[str]:
+    if not tuning.get("config"):
+        return []
+    mounts.append(_mount("config", CONFIG_DIR, read_only=True))
+    return ["--config", CONFIG_DIR]
+
+
+def _pull_secret(source: Mapping[str, Any]) -> str:
+    """The first input.imagePullSecrets entry: fetch reads one dockerconfigjson file."""
+    secrets = source.get("imagePullSecrets") or []
+    return str(secrets[0]) if secrets else ""
+
+
+def _train_data_dir(tuning: Mapping[str, Any]) -> str:
+    return INPUT_DIR if (tuning.get("input") or {}).get("volumeSource") else DATA_DIR
+
+
 def _fetch(tuning: Mapping[str, Any], image: str) -> Obj:
     source = tuning.get("input") or {}
-    cmd = [*TUNE, "fetch", "--output", DATA_DIR]
-    mounts: list[Obj] = [{"name": "data", "mountPath": DATA_DIR}]
-    for url in source.get("urls") or []:
-        cmd += ["--url", str(url)]
-    if source.get("image"):
-        cmd += ["--image", str(source["image"])]
+    cmd = [*TUNE, "fetch", "--method", str(tuning.get("method", "lora"))]
+    mounts: list[Obj] = []
     if source.get("volumeSource"):
-        cmd += ["--input-dir", INPUT_DIR]
-        mounts.append({"name": "input", "mountPath": INPUT_DIR, "readOnly": True})
+        cmd += ["--volume", INPUT_DIR]
+        mounts.append(_mount("input", INPUT_DIR, read_only=True))
+    else:
+        cmd += ["--data-dir", DATA_DIR]
+        mounts.append(_mount("data", DATA_DIR))
+        for url in source.get("urls") or []:
+            cmd += ["--url", str(url)]
+        if source.get("image"):
+            cmd += ["--image", str(source["image"])]
+            if _pull_secret(source):
+                cmd += ["--pull-secret", _secret_file(PULL_AUTH_DIR)]
+                mounts.append(_mount("pull-auth", PULL_AUTH_DIR, read_only=True))
+    cmd += _config_args(tuning, mounts)
     return {"name": "fetch-data", "image": image, "command": cmd, "volumeMounts": mounts,
-            "terminationMessagePolicy": "FallbackToLogsOnError"}
+            **MESSAGE_POLICY}
 
 
-def _train(obj: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
-    tuning = obj.get("tuning") or {}
+def _train(tuning: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
     preset = str((tuning.get("preset") or {}).get("name", ""))
+    data_dir = _train_data_dir(tuning)
     cmd = [*TUNE, "train", "--model", preset, "--method", str(tuning.get("method", "lora")),
-           "--data", DATA_DIR, "--output", OUTPUT_DIR]
-    mounts: list[Obj] = [{"name": "data", "mountPath": DATA_DIR, "readOnly": True},
-                         {"name": "output", "mountPath": OUTPUT_DIR},
-                         {"name": "dshm", "mountPath": SHM_DIR}]
-    if tuning.get("config"):
-        cmd += ["--config-dir", CONFIG_DIR]
-        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+           "--data-dir", data_dir, "--output-dir", ADAPTER_DIR, "--work-dir", WORK_DIR]
+    mounts: list[Obj] = [_mount("input" if data_dir == INPUT_DIR else "data", data_dir, True),
+                         _mount("adapter", ADAPTER_DIR), _mount("work", WORK_DIR),
+                         _mount("dshm", SHM_DIR)]
+    cmd += _config_args(tuning, mounts)
     container: Obj = {"name": "train", "image": str(resolved.image), "command": cmd,
-                      "volumeMounts": mounts,
-                      "terminationMessagePolicy": "FallbackToLogsOnError"}
+                      "volumeMounts": mounts, **MESSAGE_POLICY}
     if gpus > 0:
         container["resources"] = c.gpu_resources(gpus)
     return container
@@ -80,31 +119,46 @@ def _train(obj: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
 
 def _push(tuning: Mapping[str, Any], image: str) -> Obj:
     output = tuning.get("output") or {}
-    cmd = [*TUNE, "push", "--adapter", OUTPUT_DIR, "--image", str(output["image"])]
-    mounts: list[Obj] = [{"name": "output", "mountPath": OUTPUT_DIR, "readOnly": True}]
-    if output.get("imagePushSecret"):
-        cmd += ["--auth-file", f"{PUSH_AUTH_DIR}/{DOCKER_CONFIG_KEY}"]
-        mounts.append({"name": "push-auth", "mountPath": PUSH_AUTH_DIR, "readOnly": True})
+    cmd = [*TUNE, "push", "--adapter-dir", ADAPTER_DIR]
+    mounts: list[Obj] = [_mount("adapter", ADAPTER_DIR, read_only=True)]
+    if output.get("volumeSource"):
+        cmd += ["--volume", OUTPUT_DIR]
+        mounts.append(_mount("output", OUTPUT_DIR))
+    else:
+        cmd += ["--image", str(output["image"])]
+        if output.get("imagePushSecret"):
+            cmd += ["--push-secret", _secret_file(PUSH_AUTH_DIR)]
+            mounts.append(_mount("push-auth", PUSH_AUTH_DIR, read_only=True))
     return {"name": "push", "image": image, "command": cmd, "volumeMounts": mounts,
-            "terminationMessagePolicy": "FallbackToLogsOnError"}
+            **MESSAGE_POLICY}
+
+
+def _secret_volume(name: str, secret: str) -> Obj:
+    items = [{"key": DOCKER_CONFIG_KEY, "path": DOCKER_CONFIG_KEY}]
+    return {"name": name, "secret": {"secretName": secret, "items": items}}
 
 
 def _volumes(tuning: Mapping[str, Any]) -> list[Obj]:
     output = tuning.get("output") or {}
     source = tuning.get("input") or {}
-    vols: list[Obj] = [{"name": "data", "emptyDir": {}},
+    # Checkpoints go to an emptyDir: it lives as long as the pod, so a restarted container
+    # resumes from them. With restartPolicy Never a failed step fails the pod and the Job's
+    # retry is a new pod with a fresh emptyDir; only a PersistentVolumeClaim (such as a PVC
+    # output volume) outlives the pod, and train would then need --work-dir on it to resume.
+    vols: list[Obj] = [{"name": "adapter", "emptyDir": {}}, {"name": "work", "emptyDir": {}},
                        {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-    if output.get("volumeSource"):
-        vols.append({"name": "output", **dict(output["volumeSource"])})
-    else:
-        vols.append({"name": "output", "emptyDir": {}})
     if source.get("volumeSource"):
         vols.append({"name": "input", **dict(source["volumeSource"])})
+    else:
+        vols.append({"name": "data", "emptyDir": {}})
+    if output.get("volumeSource"):
+        vols.append({"name": "output", **dict(output["volumeSource"])})
     if tuning.get("config"):
         vols.append({"name": "config", "configMap": {"name": str(tuning["config"])}})
-    if output.get("imagePushSecret"):
-        vols.append({"name": "push-auth", "secret": {"secretName": str(output["imagePushSecret"]),
-                     "items": [{"key": DOCKER_CONFIG_KEY, "path": DOCKER_CONFIG_KEY}]}})
+    if source.get("image") and _pull_secret(source):
+        vols.append(_secret_volume("pull-auth", _pull_secret(source)))
+    if output.get("image") and output.get("imagePushSecret"):
+        vols.append(_secret_volume("push-auth", str(output["imagePushSecret"])))
     return vols
 
 
@@ -114,9 +168,10 @@ def tuning_job(
     tuning = obj.get("tuning") or {}
     image = str(resolved.image)
     gpus = int(resolved.gpus_per_node or 0)
-    train = _train(obj, resolved, gpus)
+    train = _train(tuning, resolved, gpus)
     init = [_fetch(tuning, image)]
-    if (tuning.get("output") or {}).get("image"):
+    output = tuning.get("output") or {}
+    if output.get("image") or output.get("volumeSource"):
         init.append(train)
         containers = [_push(tuning, image)]
     else:

@@ -21,7 +21,8 @@ Credentials come from a `kubernetes.io/dockerconfigjson` Secret mounted as a fil
 scheme is read from the registry's own `/v2/` challenge: `Basic` registries need oras's
 basic backend (its token backend mistakes a Basic realm for a token server), and for them
 the credentials are checked first so a wrong password fails at once with the registry's
-own error text. This module must not log secrets or write outside DEST.
+own error text. The command line (`kaito-oci pull|push`) is presets.runtime.oci_cli.
+This module must not log secrets or write outside DEST.
 """
 
 from __future__ import annotations

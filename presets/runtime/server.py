@@ -25,6 +25,7 @@ from presets.runtime.loading import (
     packaged_gguf,
 )
 from presets.runtime.settings import ServerSettings, SettingsError, parse_settings
+from presets.runtime.settings import build_parser as build_parser  # the CLI's parser, for checks
 
 # Exit code that makes the gunicorn master halt instead of respawning a worker forever.
 WORKER_BOOT_ERROR = 3

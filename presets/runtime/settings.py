@@ -76,7 +76,8 @@ def parse_adapter(text: str) -> AdapterSpec:
     return AdapterSpec(name=name, path=Path(path), strength=strength)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The server's argparse parser (parse_settings adds the checks it cannot express)."""
     p = argparse.ArgumentParser(
         prog="kaito-model-server",
         description="Serve a causal language model over /chat and the OpenAI API.",
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse_settings(argv: Sequence[str]) -> ServerSettings:
     """Parse the server's command line; raise SettingsError listing every bad value."""
-    ns = _parser().parse_args(list(argv))
+    ns = build_parser().parse_args(list(argv))
     problems: list[str] = []
     adapters: list[AdapterSpec] = []
     for raw in ns.adapter:

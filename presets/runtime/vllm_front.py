@@ -158,14 +158,19 @@ def _proxy(front: _Front, path: str) -> Response:
     return Response(body(), status=up.status_code, headers=out_headers, direct_passthrough=True)
 
 
-def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    argv = list(argv)
-    split = argv.index("--") if "--" in argv else len(argv)
+def build_parser() -> argparse.ArgumentParser:
+    """The front's own flags, the part of the command line before `--`."""
     p = argparse.ArgumentParser(prog="vllm_front", description=__doc__)
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--vllm-port", type=int, default=5001)
     p.add_argument("--http-threads", type=int, default=16)
-    return p.parse_args(argv[:split]), argv[split + 1:]
+    return p
+
+
+def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    return build_parser().parse_args(argv[:split]), argv[split + 1:]
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]

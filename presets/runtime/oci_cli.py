@@ -1,0 +1,122 @@
+"""`kaito-oci` (python -m presets.runtime.oci_cli): move an OCI artifact in or out of a pod.
+
+Why: an inference pod's init containers pull each `adapters[].source.image` into the
+adapters volume before the model server starts, and the same command line lets a person
+push or fetch an adapter by hand.
+
+  kaito-oci pull REF DEST [--pull-secret FILE] [--plain-http] [--scale FLOAT] [--max-bytes N]
+  kaito-oci push DIR REF [--push-secret FILE] [--plain-http] [--kind adapter|dataset]
+
+`--pull-secret` / `--push-secret` is a `kubernetes.io/dockerconfigjson` Secret mounted as a
+file (its `.dockerconfigjson` key). `--scale` bakes an adapter's strength into its weights
+(presets.runtime.adapter_scale) for vLLM, whose `--lora-modules` always loads at full
+strength; the transformers server applies strength itself and pulls unscaled. A failure
+exits 1 and writes one line to the termination log (`/dev/termination-log`, or env
+KAITO_TERMINATION_LOG), exactly as kaito-tune does; 2 means a bad command line.
+This module is the shell: it parses arguments and calls presets.runtime.oci; it must hold
+no registry logic of its own and never print a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from presets.runtime import oci
+from presets.runtime.tune_errors import TuneError, write_termination_message
+
+LOG = logging.getLogger("kaito.oci")
+
+
+def _credentials(secret: Path | None, reference: str) -> oci.Credentials | None:
+    if secret is None:
+        return None
+    return oci.credentials_from_dockerconfig(secret, oci.registry_host(reference))
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    files = oci.pull_directory(
+        args.reference,
+        args.dest,
+        credentials=_credentials(args.pull_secret, args.reference),
+        plain_http=args.plain_http,
+        max_bytes=args.max_bytes,
+    )
+    scaled = 0
+    if args.scale != 1.0:
+        from presets.runtime.adapter_scale import scale_adapter
+
+        scaled = scale_adapter(args.dest, args.scale)
+    record = {
+        "event": "pulled",
+        "image": args.reference,
+        "directory": str(args.dest),
+        "files": sorted(p.name for p in files),
+        "scale": args.scale,
+        "scaled_tensors": scaled,
+    }
+    print(json.dumps(record), flush=True)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    digest = oci.push_directory(
+        args.source,
+        args.reference,
+        kind=args.kind,
+        credentials=_credentials(args.push_secret, args.reference),
+        plain_http=args.plain_http,
+    )
+    print(json.dumps({"event": "pushed", "image": args.reference, "digest": digest}), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kaito-oci", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pull = sub.add_parser("pull", help="pull an artifact's files into a directory")
+    pull.add_argument("reference", help="the artifact, host/repository:tag")
+    pull.add_argument("dest", type=Path, help="the directory to write the files into")
+    pull.add_argument("--pull-secret", type=Path, help="a mounted dockerconfigjson file")
+    pull.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the adapter's lora_B tensors by this (its strength)",
+    )
+    pull.add_argument("--max-bytes", type=int, default=1 << 30)
+    push = sub.add_parser("push", help="push a directory of flat files as one artifact")
+    push.add_argument("source", type=Path, help="the directory to push")
+    push.add_argument("reference", help="the artifact, host/repository:tag")
+    push.add_argument("--push-secret", type=Path, help="a mounted dockerconfigjson file")
+    push.add_argument("--kind", choices=oci.KINDS, default="adapter")
+    for each in (pull, push):
+        each.add_argument("--plain-http", action="store_true", help="registry without TLS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_pull(args) if args.command == "pull" else cmd_push(args)
+    except TuneError as exc:
+        LOG.error("%s", exc)
+        write_termination_message(str(exc), env)
+        return 1
+    except Exception as exc:
+        LOG.exception("unexpected failure")
+        write_termination_message(
+            f"{args.command} failed: internal error: {type(exc).__name__}: {exc}", env
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
