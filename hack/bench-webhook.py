@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -31,31 +30,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-PHI3: dict[str, Any] = {
-    "apiVersion": "kaito.sh/v1alpha1",
-    "kind": "Workspace",
-    "metadata": {"name": "workspace-phi-3-mini"},
-    "resource": {
-        "instanceType": "Standard_NC6s_v3",
-        "labelSelector": {"matchLabels": {"apps": "phi-3"}},
-    },
-    "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
-}
+from rig.procs import free_port  # noqa: E402
 
-
-def review(obj: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "bench",
-            "kind": {"group": "kaito.sh", "version": "v1alpha1", "kind": "Workspace"},
-            "operation": "CREATE",
-            "name": obj["metadata"]["name"],
-            "namespace": "default",
-            "object": obj,
-        },
-    }
+# The same seed Workspace and AdmissionReview the webhook tests send.
+from tests.webhook.reviews import PHI3, review  # noqa: E402
 
 
 def bare_app() -> Any:
@@ -91,12 +69,6 @@ def serve_bare(port: int, cert_dir: Path, workers: int, threads: int) -> None:
             return bare_app()
 
     Bare(gunicorn_options(opts, CertReloader(cert_dir))).run()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(port: int, ca: Path, proc: subprocess.Popen[bytes], path: str) -> None:

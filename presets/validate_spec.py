@@ -143,6 +143,9 @@ def _adapter(adapter: Adapter, path: str, out: list[FieldError]) -> None:
         if not source.image and source.volume_source is None:
             message = "an adapter source needs an image (or a volumeSource)"
             out.append(FieldError(path=f"{path}.source.image", type="Required", message=message))
+        if source.image and source.volume_source is not None:
+            message = "an adapter source is an image or a volumeSource, not both"
+            out.append(FieldError(path=f"{path}.source", type="Invalid", message=message))
         _image(source.image, f"{path}.source.image", out)
     if adapter.strength is not None:
         _strength(adapter.strength, f"{path}.strength", out)

@@ -19,8 +19,7 @@ from kubernetes import client, config
 
 from presets.catalog import load_catalog
 from reconciler.kube import Kube, KubeError
-from reconciler.provision.base import Provisioner
-from reconciler.provision.factory import ProvisionSettings, SettingsError, provisioner_for
+from reconciler.provision.factory import ProvisionSettings, SettingsError, provisioner_cache
 from reconciler.reconcile import ProvisionerFor, run_pass
 from reconciler.settings import PROVISIONERS, Settings
 
@@ -67,14 +66,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 
 def provisioners(settings: Settings) -> ProvisionerFor:
     base = ProvisionSettings.from_env({**os.environ, "KAITO_PROVISIONER": settings.provisioner})
-    cache: dict[str, Provisioner] = {}
-
-    def get(name: str) -> Provisioner:
-        if name not in cache:
-            cache[name] = provisioner_for(name, base)
-        return cache[name]
-
-    return get
+    return provisioner_cache(base)
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The inference pod's parts: model container, probes, adapter pullers, volumes.
+"""The inference pod's parts: model container, probes, adapter pullers / copiers, volumes.
 
 Pure builders used by reconciler.objects; they follow Kaito's pod contract (GPU requests
 per node, /dev/shm in memory, health probes on port 5000 whose startup budget grows with
@@ -21,10 +21,11 @@ CONFIG_KEY = "inference_config.yaml"
 CONFIG_DIR = "/mnt/config"
 ADAPTERS_DIR = "/mnt/adapters"
 ADAPTER_AUTH_DIR = "/mnt/adapter-auth"
+ADAPTER_SOURCES_DIR = "/mnt/adapter-sources"  # volumeSource adapters, mounted read only
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod, not a temp file here)
 PROBE_PERIOD_S = 10
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
-PULL = ["python", "-m", "presets.runtime.oci_cli", "pull"]
+OCI_CLI = ["python", "-m", "presets.runtime.oci_cli"]
 
 
 def startup_budget_s(weights_gib: float) -> int:
@@ -93,25 +94,34 @@ def model_container(
 
 
 def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
-    """One puller per adapter image: `python -m presets.runtime.oci_cli pull REF DIR`.
+    """One init container per adapter, filling `ADAPTERS_DIR/<name>`.
 
-    DIR is `ADAPTERS_DIR/<name>`, the path inference_command gives the server. vLLM's
-    `--lora-modules` loads an adapter at full strength, so on vLLM the puller bakes a strength
-    other than 1 into the weights (`--scale`); the transformers server applies strength itself
-    (`--adapter NAME=PATH:STRENGTH`), so its pullers never scale.
+    An image adapter is pulled (`oci_cli pull REF DIR`); a volumeSource adapter is mounted
+    read only at `ADAPTER_SOURCES_DIR/<name>` and copied (`oci_cli copy SRC DIR`), so both
+    reach the server through the same emptyDir. DIR is the path inference_command gives the
+    server. vLLM's `--lora-modules` loads an adapter at full strength, so on vLLM the init
+    container bakes a strength other than 1 into its copy (`--scale`); the transformers
+    server applies strength itself (`--adapter NAME=PATH:STRENGTH`) and gets unscaled files.
+    An adapter with both sources uses the image (validation refuses that combination).
     """
     adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     out: list[Obj] = []
     for i, (adapter, (name, strength)) in enumerate(zip(adapters, adapters_of(ws), strict=True)):
-        ref = adapter.source.image if adapter.source is not None else None
-        if not ref:
-            continue
-        cmd = [*PULL, ref, f"{ADAPTERS_DIR}/{name}"]
         mounts: list[Obj] = [{"name": "adapters", "mountPath": ADAPTERS_DIR}]
-        if _pull_secret(adapter):
-            cmd += ["--pull-secret", f"{ADAPTER_AUTH_DIR}/{i}/{DOCKER_CONFIG_KEY}"]
-            mounts.append({"name": f"adapter-auth-{i}", "mountPath": f"{ADAPTER_AUTH_DIR}/{i}",
-                           "readOnly": True})
+        dest = f"{ADAPTERS_DIR}/{name}"
+        ref = adapter.source.image if adapter.source is not None else None
+        if ref:
+            cmd = [*OCI_CLI, "pull", ref, dest]
+            if _pull_secret(adapter):
+                cmd += ["--pull-secret", f"{ADAPTER_AUTH_DIR}/{i}/{DOCKER_CONFIG_KEY}"]
+                mounts.append({"name": f"adapter-auth-{i}",
+                               "mountPath": f"{ADAPTER_AUTH_DIR}/{i}", "readOnly": True})
+        elif _volume_source(adapter) is not None:
+            source = f"{ADAPTER_SOURCES_DIR}/{name}"
+            cmd = [*OCI_CLI, "copy", source, dest]
+            mounts.append({"name": f"adapter-source-{i}", "mountPath": source, "readOnly": True})
+        else:
+            continue
         if resolved.runtime == "vllm" and strength != 1.0:
             cmd += ["--scale", repr(strength)]
         out.append({"name": f"adapter-{i}", "image": str(resolved.image), "command": cmd,
@@ -119,9 +129,18 @@ def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
     return out
 
 
+def _volume_source(adapter: Adapter) -> dict[str, Any] | None:
+    """The adapter's volumeSource when it is the adapter's source (no image given)."""
+    source = adapter.source
+    if source is None or source.image or not source.volume_source:
+        return None
+    return dict(source.volume_source)
+
+
 def _pull_secret(adapter: Adapter) -> str:
-    """The adapter's first imagePullSecret: the puller reads one dockerconfigjson file."""
-    secrets = adapter.source.image_pull_secrets if adapter.source is not None else None
+    """The image adapter's first imagePullSecret: the puller reads one dockerconfigjson file."""
+    source = adapter.source
+    secrets = source.image_pull_secrets if source is not None and source.image else None
     return secrets[0] if secrets else ""
 
 
@@ -140,4 +159,7 @@ def pod_volumes(obj: Mapping[str, Any], ws: Workspace) -> list[Obj]:
             volumes.append({"name": f"adapter-auth-{i}", "secret": {
                 "secretName": secret,
                 "items": [{"key": DOCKER_CONFIG_KEY, "path": DOCKER_CONFIG_KEY}]}})
+        source = _volume_source(adapter)
+        if source is not None:
+            volumes.append({**source, "name": f"adapter-source-{i}"})
     return volumes

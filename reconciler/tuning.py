@@ -8,7 +8,15 @@ honours `resource.labelSelector` and the nodes the provisioner chose (Kaito issu
 its tuning pods ignored them), requests the node's GPUs, and carries
 `ttlSecondsAfterFinished` from the annotation `kaito.sh/tuning-ttl-seconds` or the setting.
 Containers write their failure reason to the termination message, so status can show it.
-No I/O, no clock, no environment.
+
+No lost work: train checkpoints into its work directory and resumes from it. With an
+`output.volumeSource` that directory is on the output volume, under
+`.kaito-work/<workspace uid>-<generation>`, so a retried pod (restartPolicy Never, a new pod
+per retry) resumes the same run while a changed spec (a new generation) or a re-created
+Workspace (a new uid) starts clean; push removes it once the adapter is stored. Without an
+output volume the checkpoints live in an emptyDir, which only outlives a container, so the
+pod uses restartPolicy OnFailure: the kubelet restarts the failed container in the same pod
+and the Job's backoffLimit counts those restarts. No I/O, no clock, no environment.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ ANNOTATION_BACKOFF = "kaito.sh/tuning-backoff-limit"
 DATA_DIR = "/mnt/data"  # fetched data (emptyDir `data`): fetch writes, train reads
 INPUT_DIR = "/mnt/input"  # the user's input volume, read only
 ADAPTER_DIR = "/mnt/adapter"  # the trained adapter (emptyDir `adapter`): train writes, push reads
-WORK_DIR = "/mnt/work"  # train's checkpoints (emptyDir `work`), see _volumes
+WORK_DIR = "/mnt/work"  # train's checkpoints (emptyDir `work`) when there is no output volume
+WORK_SUBDIR = ".kaito-work"  # on the output volume: WORK_SUBDIR/<run id>, see work_dir()
 OUTPUT_DIR = "/mnt/output"  # the user's output volume: push copies the adapter files there
 CONFIG_DIR = "/mnt/config"  # the tuning.config ConfigMap; its key training_config.yaml
 PULL_AUTH_DIR = "/mnt/pull-auth"  # input.imagePullSecrets[0], as a file
@@ -79,6 +88,25 @@ def _train_data_dir(tuning: Mapping[str, Any]) -> str:
     return INPUT_DIR if (tuning.get("input") or {}).get("volumeSource") else DATA_DIR
 
 
+def run_id(obj: Mapping[str, Any]) -> str:
+    """`<uid>-<generation>`: the same for every pod of one run, new for a changed spec or a
+    re-created Workspace (the name stands in for a missing uid, as in offline renders)."""
+    md = c.meta(obj)
+    return f"{md.get('uid') or md.get('name')}-{int(md.get('generation') or 0)}"
+
+
+def work_dir(obj: Mapping[str, Any]) -> str:
+    """Where train checkpoints: on the output volume when there is one, else an emptyDir."""
+    if ((obj.get("tuning") or {}).get("output") or {}).get("volumeSource"):
+        return f"{OUTPUT_DIR}/{WORK_SUBDIR}/{run_id(obj)}"
+    return WORK_DIR
+
+
+def restart_policy(tuning: Mapping[str, Any]) -> str:
+    """Never when checkpoints outlive the pod (output volume), else OnFailure (see above)."""
+    return "Never" if (tuning.get("output") or {}).get("volumeSource") else "OnFailure"
+
+
 def _fetch(tuning: Mapping[str, Any], image: str) -> Obj:
     source = tuning.get("input") or {}
     cmd = [*TUNE, "fetch", "--method", str(tuning.get("method", "lora"))]
@@ -101,14 +129,15 @@ def _fetch(tuning: Mapping[str, Any], image: str) -> Obj:
             **MESSAGE_POLICY}
 
 
-def _train(tuning: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
+def _train(obj: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
+    tuning = obj.get("tuning") or {}
     preset = str((tuning.get("preset") or {}).get("name", ""))
-    data_dir = _train_data_dir(tuning)
+    data_dir, work = _train_data_dir(tuning), work_dir(obj)
     cmd = [*TUNE, "train", "--model", preset, "--method", str(tuning.get("method", "lora")),
-           "--data-dir", data_dir, "--output-dir", ADAPTER_DIR, "--work-dir", WORK_DIR]
+           "--data-dir", data_dir, "--output-dir", ADAPTER_DIR, "--work-dir", work]
+    checkpoints = _mount("work", WORK_DIR) if work == WORK_DIR else _mount("output", OUTPUT_DIR)
     mounts: list[Obj] = [_mount("input" if data_dir == INPUT_DIR else "data", data_dir, True),
-                         _mount("adapter", ADAPTER_DIR), _mount("work", WORK_DIR),
-                         _mount("dshm", SHM_DIR)]
+                         _mount("adapter", ADAPTER_DIR), checkpoints, _mount("dshm", SHM_DIR)]
     cmd += _config_args(tuning, mounts)
     container: Obj = {"name": "train", "image": str(resolved.image), "command": cmd,
                       "volumeMounts": mounts, **MESSAGE_POLICY}
@@ -117,12 +146,13 @@ def _train(tuning: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
     return container
 
 
-def _push(tuning: Mapping[str, Any], image: str) -> Obj:
+def _push(obj: Mapping[str, Any], image: str) -> Obj:
+    tuning = obj.get("tuning") or {}
     output = tuning.get("output") or {}
     cmd = [*TUNE, "push", "--adapter-dir", ADAPTER_DIR]
     mounts: list[Obj] = [_mount("adapter", ADAPTER_DIR, read_only=True)]
     if output.get("volumeSource"):
-        cmd += ["--volume", OUTPUT_DIR]
+        cmd += ["--volume", OUTPUT_DIR, "--work-dir", work_dir(obj)]  # removed once stored
         mounts.append(_mount("output", OUTPUT_DIR))
     else:
         cmd += ["--image", str(output["image"])]
@@ -141,12 +171,12 @@ def _secret_volume(name: str, secret: str) -> Obj:
 def _volumes(tuning: Mapping[str, Any]) -> list[Obj]:
     output = tuning.get("output") or {}
     source = tuning.get("input") or {}
-    # Checkpoints go to an emptyDir: it lives as long as the pod, so a restarted container
-    # resumes from them. With restartPolicy Never a failed step fails the pod and the Job's
-    # retry is a new pod with a fresh emptyDir; only a PersistentVolumeClaim (such as a PVC
-    # output volume) outlives the pod, and train would then need --work-dir on it to resume.
-    vols: list[Obj] = [{"name": "adapter", "emptyDir": {}}, {"name": "work", "emptyDir": {}},
-                       {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    # Checkpoints: on the output volume when there is one (work_dir), else in the `work`
+    # emptyDir, which survives container restarts (restartPolicy OnFailure) but not the pod.
+    vols: list[Obj] = [{"name": "adapter", "emptyDir": {}}]
+    if not output.get("volumeSource"):
+        vols.append({"name": "work", "emptyDir": {}})
+    vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     if source.get("volumeSource"):
         vols.append({"name": "input", **dict(source["volumeSource"])})
     else:
@@ -168,16 +198,17 @@ def tuning_job(
     tuning = obj.get("tuning") or {}
     image = str(resolved.image)
     gpus = int(resolved.gpus_per_node or 0)
-    train = _train(tuning, resolved, gpus)
+    train = _train(obj, resolved, gpus)
     init = [_fetch(tuning, image)]
     output = tuning.get("output") or {}
     if output.get("image") or output.get("volumeSource"):
         init.append(train)
-        containers = [_push(tuning, image)]
+        containers = [_push(obj, image)]
     else:
         containers = [train]
-    pod: Obj = {"restartPolicy": "Never", "initContainers": init, "containers": containers,
-                "volumes": _volumes(tuning), **c.placement(obj, nodes, spread=False)}
+    pod: Obj = {"restartPolicy": restart_policy(tuning), "initContainers": init,
+                "containers": containers, "volumes": _volumes(tuning),
+                **c.placement(obj, nodes, spread=False)}
     input_secrets = (tuning.get("input") or {}).get("imagePullSecrets") or []
     if c.pull_secrets(input_secrets):
         pod["imagePullSecrets"] = c.pull_secrets(input_secrets)

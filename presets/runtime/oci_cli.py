@@ -1,10 +1,12 @@
-"""`kaito-oci` (python -m presets.runtime.oci_cli): move an OCI artifact in or out of a pod.
+"""`kaito-oci` (python -m presets.runtime.oci_cli): move an adapter into or out of a pod.
 
 Why: an inference pod's init containers pull each `adapters[].source.image` into the
-adapters volume before the model server starts, and the same command line lets a person
-push or fetch an adapter by hand.
+adapters volume before the model server starts (and copy each `source.volumeSource`
+adapter there from its read-only mount), and the same command line lets a person push or
+fetch an adapter by hand.
 
   kaito-oci pull REF DEST [--pull-secret FILE] [--plain-http] [--scale FLOAT] [--max-bytes N]
+  kaito-oci copy SRC DEST [--scale FLOAT] [--max-bytes N]
   kaito-oci push DIR REF [--push-secret FILE] [--plain-http] [--kind adapter|dataset]
 
 `--pull-secret` / `--push-secret` is a `kubernetes.io/dockerconfigjson` Secret mounted as a
@@ -13,8 +15,9 @@ file (its `.dockerconfigjson` key). `--scale` bakes an adapter's strength into i
 strength; the transformers server applies strength itself and pulls unscaled. A failure
 exits 1 and writes one line to the termination log (`/dev/termination-log`, or env
 KAITO_TERMINATION_LOG), exactly as kaito-tune does; 2 means a bad command line.
-This module is the shell: it parses arguments and calls presets.runtime.oci; it must hold
-no registry logic of its own and never print a secret.
+This module is the shell: it parses arguments and calls presets.runtime.oci (and
+presets.runtime.adapter_copy); it must hold no registry or copy logic of its own and never
+print a secret.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from presets.runtime import oci
+from presets.runtime.adapter_copy import copy_adapter
 from presets.runtime.tune_errors import TuneError, write_termination_message
 
 LOG = logging.getLogger("kaito.oci")
@@ -47,18 +51,37 @@ def cmd_pull(args: argparse.Namespace) -> int:
         plain_http=args.plain_http,
         max_bytes=args.max_bytes,
     )
-    scaled = 0
-    if args.scale != 1.0:
-        from presets.runtime.adapter_scale import scale_adapter
-
-        scaled = scale_adapter(args.dest, args.scale)
     record = {
         "event": "pulled",
         "image": args.reference,
         "directory": str(args.dest),
         "files": sorted(p.name for p in files),
         "scale": args.scale,
-        "scaled_tensors": scaled,
+        "scaled_tensors": _scale(args.dest, args.scale),
+    }
+    print(json.dumps(record), flush=True)
+    return 0
+
+
+def _scale(directory: Path, factor: float) -> int:
+    """Bake the strength into the copy in `directory` (vLLM only passes --scale)."""
+    if factor == 1.0:
+        return 0
+    from presets.runtime.adapter_scale import scale_adapter
+
+    return scale_adapter(directory, factor)
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    copied = copy_adapter(args.source, args.dest, max_bytes=args.max_bytes)
+    record = {
+        "event": "copied",
+        "source": str(args.source),
+        "directory": str(args.dest),
+        "files": list(copied.files),
+        "skipped": list(copied.skipped),
+        "scale": args.scale,
+        "scaled_tensors": _scale(args.dest, args.scale),
     }
     print(json.dumps(record), flush=True)
     return 0
@@ -83,13 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("reference", help="the artifact, host/repository:tag")
     pull.add_argument("dest", type=Path, help="the directory to write the files into")
     pull.add_argument("--pull-secret", type=Path, help="a mounted dockerconfigjson file")
-    pull.add_argument(
-        "--scale",
-        type=float,
-        default=1.0,
-        help="multiply the adapter's lora_B tensors by this (its strength)",
-    )
-    pull.add_argument("--max-bytes", type=int, default=1 << 30)
+    copy = sub.add_parser("copy", help="copy an adapter's flat files from a mounted volume")
+    copy.add_argument("source", type=Path, help="the mounted adapter directory (read only)")
+    copy.add_argument("dest", type=Path, help="the directory to write the files into")
+    for each in (pull, copy):
+        each.add_argument(
+            "--scale",
+            type=float,
+            default=1.0,
+            help="multiply the adapter's lora_B tensors by this (its strength)",
+        )
+        each.add_argument("--max-bytes", type=int, default=1 << 30)
     push = sub.add_parser("push", help="push a directory of flat files as one artifact")
     push.add_argument("source", type=Path, help="the directory to push")
     push.add_argument("reference", help="the artifact, host/repository:tag")
@@ -100,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+COMMANDS = {"pull": cmd_pull, "copy": cmd_copy, "push": cmd_push}
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        return cmd_pull(args) if args.command == "pull" else cmd_push(args)
+        return COMMANDS[args.command](args)
     except TuneError as exc:
         LOG.error("%s", exc)
         write_termination_message(str(exc), env)

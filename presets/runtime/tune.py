@@ -12,12 +12,13 @@ reason in the Workspace status, and the exit code is 1 (2 for a bad command line
   kaito-tune train --model DIR|PRESET --method lora|qlora --data-dir DIR --output-dir DIR
                    [--work-dir DIR] [--config FILE] [--family NAME]
   kaito-tune push  --adapter-dir DIR (--image REF [--push-secret FILE] [--plain-http] |
-                   --volume DIR)
+                   --volume DIR) [--work-dir DIR]
 
 `--config` is the mounted `tuning.config` ConfigMap: the `training_config.yaml` file, or
 the directory holding it. `train` writes one JSON object per line to stdout (events
 start, step, checkpoint, done, eval) and checkpoints into --work-dir (default: a
-`.kaito-work` folder in --output-dir) so a restarted pod resumes. This module is the shell:
+`.kaito-work` folder in --output-dir) so a restarted pod resumes; `push --work-dir` removes
+that run's checkpoints once the adapter is stored. This module is the shell:
 it parses arguments and environment and calls the pure parts; it must not hold tuning
 logic of its own.
 """
@@ -180,12 +181,32 @@ def cmd_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     missing = [n for n in tune_files() if not (args.adapter_dir / n).is_file()]
     if missing:
         raise DataError(f"{args.adapter_dir} has no {', '.join(missing)}: training did not finish")
+    _check_work_dir(args.work_dir, [args.adapter_dir, *([args.volume] if args.volume else [])])
     if args.volume:
         args.volume.mkdir(parents=True, exist_ok=True)
         for name in tune_files():
             shutil.copyfile(args.adapter_dir / name, args.volume / name)
         emit({"event": "pushed", "volume": str(args.volume)})
-        return 0
+    else:
+        _push_image(args)
+    if args.work_dir is not None and args.work_dir.exists():
+        shutil.rmtree(args.work_dir)
+        emit({"event": "checkpoints-removed", "work_dir": str(args.work_dir)})
+    return 0
+
+
+def _check_work_dir(work_dir: Path | None, keep: Sequence[Path]) -> None:
+    """The checkpoints to remove must not hold the adapter or the output."""
+    if work_dir is None:
+        return
+    root = work_dir.resolve()
+    for path in keep:
+        target = path.resolve()
+        if target == root or root in target.parents:
+            raise ConfigError(f"--work-dir {work_dir} holds {path}: it would be removed")
+
+
+def _push_image(args: argparse.Namespace) -> None:
     creds = _credentials(args.push_secret, args.image)
     staging = args.adapter_dir.parent / f".{args.adapter_dir.name}.push"
     shutil.rmtree(staging, ignore_errors=True)
@@ -199,7 +220,6 @@ def cmd_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     emit({"event": "pushed", "image": args.image, "digest": digest})
-    return 0
 
 
 def tune_files() -> tuple[str, ...]:
@@ -231,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--image", help="the output image reference")
     target.add_argument("--volume", type=Path, help="a mounted output directory")
     push.add_argument("--push-secret", type=Path, help="a mounted dockerconfigjson file")
+    push.add_argument("--work-dir", type=Path, help="checkpoints to remove once stored")
     for each in (fetch, train):
         each.add_argument("--config", type=Path, help="training_config.yaml or its directory")
     for each in (fetch, push):

@@ -18,7 +18,14 @@ import logging
 from datetime import datetime, timedelta
 
 from reconciler.provision.aks_arm import AgentPools, ArmError, Obj
-from reconciler.provision.base import NodeRequest, NodeStatus, Snapshot, Writer
+from reconciler.provision.base import (
+    NodeRequest,
+    NodeStatus,
+    Snapshot,
+    Writer,
+    all_ready,
+    ready_head,
+)
 from reconciler.provision.byo import node_labels, node_problem, select_byo_nodes
 from reconciler.provision.gc import (
     DEFAULT_GRACE,
@@ -214,20 +221,15 @@ class AgentPoolProvisioner:
                 waiting.append(f"{node['metadata']['name']} ({why})")
             else:
                 ready.append(str(node["metadata"]["name"]))
-        head = f"{len(ready)} of {req.count} nodes ready"
-        if len(ready) >= req.count:
-            return NodeStatus(
-                ready=True,
-                nodes=tuple(ready),
-                reason="NodesReady",
-                message=f"{head}: {', '.join(ready)}",
-            )
+        done = all_ready(ready, req.count)
+        if done is not None:
+            return done
         detail = "; not ready: " + ", ".join(waiting) if waiting else ""
         return NodeStatus(
             ready=False,
             nodes=tuple(ready),
             reason="NodeNotReady",
-            message=f"{head} in agent pool {name}{detail}",
+            message=f"{ready_head(ready, req.count)} in agent pool {name}{detail}",
         )
 
     def release(self, namespace: str, name: str, snap: Snapshot, writer: Writer) -> bool:

@@ -6,7 +6,8 @@ also sweeps what it made for Workspaces that no longer exist (`sweep`). It reads
 snapshot the pass listed (no extra LIST/GET per Workspace) and writes through the
 `Writer`, so that a converged pass makes zero writes and the pass can count its calls.
 
-This module holds types only: no client, no I/O.
+This module holds types, and the one wording of "N of M nodes ready" that every
+provisioner's status shares: no client, no I/O.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ class NodeStatus:
     nodes: Sequence[str] = ()
     reason: str = ""
     message: str = ""
+
+
+def ready_head(ready: Sequence[str], count: int) -> str:
+    """The opening words of every provisioner's node message."""
+    return f"{len(ready)} of {count} nodes ready"
+
+
+def all_ready(ready: Sequence[str], count: int) -> NodeStatus | None:
+    """NodesReady naming the ready nodes once there are `count` of them; None before that."""
+    if len(ready) < count:
+        return None
+    return NodeStatus(
+        ready=True,
+        nodes=tuple(ready),
+        reason="NodesReady",
+        message=f"{ready_head(ready, count)}: {', '.join(ready)}",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

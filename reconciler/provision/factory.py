@@ -3,12 +3,14 @@
 `ProvisionSettings.from_env` reads the install's choice and the cloud details, reporting every
 bad variable at once; `provisioner_name` applies a Workspace's `kaito.sh/provisioner`
 annotation; `provisioner_for` builds the provisioner (the AKS one gets an ARM client with
-DefaultAzureCredential unless a credential is passed in). Nothing is built at import time.
+DefaultAzureCredential unless a credential is passed in), and `provisioner_cache` builds each
+one once per process, so that state kept between passes (ARM throttling) survives. Nothing is
+built at import time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -136,3 +138,15 @@ def provisioner_for(name: str, settings: ProvisionSettings, **aks_options: Any) 
     )
     pools = AgentPools(client, settings.azure_resource_group, settings.azure_cluster_name)
     return AgentPoolProvisioner(pools=pools, grace=settings.grace)
+
+
+def provisioner_cache(settings: ProvisionSettings) -> Callable[[str], Provisioner]:
+    """`provisioner_for`, each name built on first use and then reused."""
+    cache: dict[str, Provisioner] = {}
+
+    def get(name: str) -> Provisioner:
+        if name not in cache:
+            cache[name] = provisioner_for(name, settings)
+        return cache[name]
+
+    return get

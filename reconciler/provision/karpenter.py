@@ -11,7 +11,15 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from reconciler.provision.base import NodeRequest, NodeStatus, Obj, Snapshot, Writer
+from reconciler.provision.base import (
+    NodeRequest,
+    NodeStatus,
+    Obj,
+    Snapshot,
+    Writer,
+    all_ready,
+    ready_head,
+)
 from reconciler.provision.byo import select_byo_nodes
 from reconciler.provision.gc import DEFAULT_GRACE, clock, judge_orphan, owner_of, parse_time
 from reconciler.provision.karpenter_claims import (
@@ -73,14 +81,8 @@ class NodeClaimProvisioner:
                 ready.append(str(claim["status"]["nodeName"]))
             else:
                 problems.append(state)
-        if len(ready) >= req.count:
-            return NodeStatus(
-                ready=True,
-                nodes=tuple(ready),
-                reason="NodesReady",
-                message=f"{len(ready)} of {req.count} nodes ready: {', '.join(ready)}",
-            )
-        return self._not_ready(req, ready, problems, created)
+        done = all_ready(ready, req.count)
+        return done if done is not None else self._not_ready(req, ready, problems, created)
 
     def _create(self, req: NodeRequest, missing: int, taken: set[str], writer: Writer) -> list[str]:
         made: list[str] = []
@@ -109,7 +111,7 @@ class NodeClaimProvisioner:
         problems: list[tuple[bool, int, str, str]],
         created: list[str],
     ) -> NodeStatus:
-        head = f"{len(ready)} of {req.count} nodes ready"
+        head = ready_head(ready, req.count)
         if problems:
             _, _, reason, message = min(problems, key=lambda p: (not p[0], p[1]))
             return NodeStatus(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_argocd import run_health
+from tests.support.probes import listening, netns_left, still_running
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "hack" / "demo.py"
@@ -41,28 +41,6 @@ def demo(
         check=False,
     )
     return done, time.monotonic() - started
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def running(pid: int) -> bool:
-    """True while the process exists and is not a zombie waiting for its reaper."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def still_running(pids: list[int], grace: float = 10.0) -> list[int]:
-    deadline = time.monotonic() + grace
-    while (alive := [p for p in pids if running(p)]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive
 
 
 def live_workspaces(state: Path) -> dict[str, dict[str, Any]]:
@@ -124,10 +102,7 @@ def test_demo_cold_warm_and_down_leaves_nothing(tmp_path: Path) -> None:
     pids = [int(p["pid"]) for p in procs.values()] + [int(p) for p in cluster["pids"].values()]
     assert still_running(pids) == []
     assert [p for p in ports if listening(int(p))] == []
-    present = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=False
-    ).stdout
-    assert [n for n in netns if n in present.split()] == []
+    assert netns_left(netns) == []
     assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
     again, _ = demo(state, "status", timeout=60)
     assert again.returncode == 1

@@ -12,7 +12,6 @@ namespaces, or leave one registered.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from rig.webhook import register_webhooks, unregister_webhooks
 
 from tests.support.cluster import Kubectl
-from tests.webhook.conftest import Server, start_server, stop_server
+from tests.support.webhook import Server, admitting, start_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -51,18 +49,8 @@ def webhook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 @pytest.fixture
 def admitted(api_client: client.ApiClient, webhook_server: Server, namespace: str) -> Iterator[str]:
-    mark = {"kaito-py/nodrift": uuid.uuid4().hex[:12]}
-    client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": mark}})
-    name = "kaito-nodrift-" + mark["kaito-py/nodrift"]
-    register_webhooks(
-        api_client,
-        url=webhook_server.url,
-        ca_bundle=webhook_server.ca.read_bytes(),
-        name=name,
-        namespace_labels=mark,
-    )
-    yield namespace
-    unregister_webhooks(api_client, name=name)
+    with admitting(api_client, webhook_server, namespace, tag="nodrift") as admitted_ns:
+        yield admitted_ns
 
 
 def workspaces_in(path: Path) -> list[dict[str, Any]]:

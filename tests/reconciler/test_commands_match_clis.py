@@ -5,7 +5,8 @@ module's own `build_parser()`: an unknown flag, a missing required one or a wron
 fails here, not in a pod. Every path a command names must be mounted in that container
 (writable where the step writes), and the steps must meet on the same volume: the data fetch
 writes is what train reads, the adapter train writes is what push reads, the directory an
-adapter puller fills is the one the model server loads.
+adapter puller (or copier, for a volume adapter) fills is the one the model server loads, and
+train's checkpoints sit where a retried pod finds them again (see reconciler.tuning).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def _adapters(strength: str) -> list[Obj]:
                     "imagePullSecrets": ["adapter-pull"]}, "strength": "1.0"},
         {"source": {"name": "half", "image": "registry.example.com/adapters/half:1"},
          "strength": strength},
+        {"source": {"name": "tuned", "volumeSource": {
+            "persistentVolumeClaim": {"claimName": "tuned-adapter", "readOnly": True}}},
+         "strength": strength},
+        {"source": {"name": "tuned.full", "volumeSource": {
+            "persistentVolumeClaim": {"claimName": "other-adapter"}}}},
     ]
 
 
@@ -77,8 +83,8 @@ CASES = [
     pytest.param(tuning_ws("workspace-tuning-phi-3", "phi-3-adapter"), 3, id="seed-tuning"),
     pytest.param(_volume_tuning(), 3, id="volume-tuning"),
     pytest.param(_image_tuning(), 3, id="image-input-tuning"),
-    pytest.param(_vllm_adapters(), 3, id="vllm-adapters"),
-    pytest.param(_cpu_adapters(), 3, id="smollm2-adapters"),
+    pytest.param(_vllm_adapters(), 5, id="vllm-adapters"),
+    pytest.param(_cpu_adapters(), 5, id="smollm2-adapters"),
 ]
 
 
@@ -175,8 +181,15 @@ def _check_train(fetch: Step, train: Step, tuning: Obj) -> None:
     work, out = place(train, train.args.work_dir), place(train, train.args.output_dir)
     assert work.writable
     assert out.writable
-    assert "emptyDir" in work.volume
     assert work.volume["name"] != out.volume["name"]
+    output = tuning["output"]
+    if "volumeSource" in output:  # checkpoints outlive the pod: a retry is a new pod
+        assert {k: v for k, v in work.volume.items() if k != "name"} == output["volumeSource"]
+        assert work.inside == ".kaito-work/1111-2222-1"  # <uid>-<generation>, see _meta
+        assert fetch.pod["restartPolicy"] == "Never"
+    else:  # checkpoints live as long as the pod: a retry restarts the container in it
+        assert "emptyDir" in work.volume
+        assert fetch.pod["restartPolicy"] == "OnFailure"
     for step in (fetch, train):
         if "config" in tuning:
             _config_dir(step, step.args.config, tuning["config"])
@@ -192,9 +205,14 @@ def _check_push(train: Step, push: Step, output: Obj) -> None:
         target = place(push, push.args.volume)
         assert target.writable
         assert {k: v for k, v in target.volume.items() if k != "name"} == output["volumeSource"]
+        # push removes exactly train's checkpoints, and they do not hold the adapter it stores
+        removed = place(push, push.args.work_dir)
+        assert _same(removed, place(train, train.args.work_dir))
+        assert removed.inside.startswith(".kaito-work/")
     else:
         assert push.args.image == output["image"]
         assert push.args.volume is None
+        assert push.args.work_dir is None
         _secret_file(push, push.args.push_secret, output["imagePushSecret"])
 
 
@@ -244,10 +262,9 @@ def test_adapter_pullers_fill_the_directories_the_server_loads_at_the_right_stre
     assert sorted(served) == sorted(a["source"]["name"] for a in adapters)
     for i, adapter in enumerate(adapters):
         puller = _one(steps, f"adapter-{i}")
-        name, strength = adapter["source"]["name"], float(adapter["strength"])
+        name, strength = adapter["source"]["name"], float(adapter.get("strength", "1.0"))
         assert puller.module == "oci_cli"
-        assert puller.args.command == "pull"
-        assert puller.args.reference == adapter["source"]["image"]
+        _check_source(puller, adapter["source"])
         filled = place(puller, puller.args.dest)
         assert filled.writable
         assert "emptyDir" in filled.volume
@@ -259,5 +276,24 @@ def test_adapter_pullers_fill_the_directories_the_server_loads_at_the_right_stre
         secrets = adapter["source"].get("imagePullSecrets")
         if secrets:
             _secret_file(puller, puller.args.pull_secret, secrets[0])
-        else:
+        elif puller.args.command == "pull":
             assert puller.args.pull_secret is None
+
+
+def _check_source(step: Step, source: Obj) -> None:
+    """An image is pulled; a volume is mounted read only and copied, never written."""
+    if "image" in source:
+        assert step.args.command == "pull"
+        assert step.args.reference == source["image"]
+        return
+    assert step.args.command == "copy"
+    read = place(step, step.args.source)
+    assert not read.writable
+    assert read.inside == "."
+    assert {k: v for k, v in read.volume.items() if k != "name"} == source["volumeSource"]
+    assert place(step, step.args.dest).volume["name"] == "adapters"
+    pod = step.pod
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] == read.volume["name"]:  # the user's volume is only ever read
+                assert mount.get("readOnly") is True, container["name"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from rig.kapi import Kube, KubeApiError
+
+from tests.support.probes import wait_for
 
 pytestmark = pytest.mark.cluster
 NODECLAIMS = "/apis/karpenter.sh/v1/nodeclaims"
@@ -132,12 +133,8 @@ def test_the_garbage_collector_deletes_children_of_a_deleted_owner(
         "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]
     kube.create(_cms(namespace), child)
     kube.delete(f"{_cms(namespace)}/owner")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if "child" not in {c["metadata"]["name"] for c in kube.items(_cms(namespace))}:
-            return
-        time.sleep(0.2)
-    pytest.fail("the controller manager's garbage collector left the child for 30 s")
+    wait_for("the controller manager's garbage collector to delete the child",
+             lambda: "child" not in {c["metadata"]["name"] for c in kube.items(_cms(namespace))})
 
 
 def test_label_selectors_filter_lists_on_the_server(kube: Kube, namespace: str) -> None:

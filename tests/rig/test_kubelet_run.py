@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +14,7 @@ from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
 
 from tests.support.cluster import Kubectl
+from tests.support.probes import alive, netns_left, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -29,16 +27,6 @@ def node(api_client: ApiClient) -> Iterator[str]:
     delete_node(api_client, name)
 
 
-def _wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 def _pod(node: str, command: list[str], probe_port: int | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "server", "image": "local", "command": command,
                                  "env": [{"name": "GREETING", "value": "hi"}]}
@@ -47,15 +35,6 @@ def _pod(node: str, command: list[str], probe_port: int | None = None) -> dict[s
         container["readinessProbe"] = {"httpGet": {"path": "/", "port": "http"}}
     return {"metadata": {"name": "server", "labels": {"app": "server"}},
             "spec": {"nodeName": node, "containers": [container]}}
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_run_pod_serves_through_its_service_and_is_cleaned_up(
@@ -74,13 +53,13 @@ def test_a_run_pod_serves_through_its_service_and_is_cleaned_up(
             ok = any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
             return p if ok else None
 
-        pod = _wait("the pod to turn Ready", ready)
+        pod = wait_for("the pod to turn Ready", ready)
         pids = list(kubelet.processes().values())
         netns = kubelet.network_namespaces()
         if os.geteuid() == 0:
             assert pod["status"]["podIP"].startswith("10.244.")
             endpoints = f"/api/v1/namespaces/{namespace}/endpoints/web"
-            ips = _wait("the Service's endpoints", lambda: [
+            ips = wait_for("the Service's endpoints", lambda: [
                 a["ip"] for s in kube.get(endpoints).get("subsets") or []
                 for a in s.get("addresses") or []])
             assert ips == [pod["status"]["podIP"]]
@@ -91,9 +70,8 @@ def test_a_run_pod_serves_through_its_service_and_is_cleaned_up(
     finally:
         kubelet.stop()
     assert pids
-    assert not any(_alive(pid) for pid in pids)
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert not any(name in listed.split() for name in netns)
+    assert not any(alive(pid) for pid in pids)
+    assert netns_left(netns) == []
 
 
 def test_a_run_pod_that_exits_reports_its_last_stderr_line(
@@ -109,7 +87,7 @@ def test_a_run_pod_that_exits_reports_its_last_stderr_line(
             statuses = kube.get(f"{pods}/server").get("status", {}).get("containerStatuses")
             return statuses[0] if statuses and "waiting" in statuses[0]["state"] else None
 
-        cs = _wait("CrashLoopBackOff", waiting)
+        cs = wait_for("CrashLoopBackOff", waiting)
     assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert cs["lastState"]["terminated"]["exitCode"] == 3
     assert cs["lastState"]["terminated"]["message"] == "fatal: hi weights missing"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from rig.cluster import ControlPlane, ControlPlaneError
 
+from tests.support.probes import alive
+
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "hack" / "local-cluster.sh"
@@ -19,15 +21,6 @@ SCRIPT = REPO / "hack" / "local-cluster.sh"
 def _cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for init to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_up_is_idempotent_and_down_stops_exactly_what_up_started(
@@ -55,7 +48,7 @@ def test_up_is_idempotent_and_down_stops_exactly_what_up_started(
     down = _cli("down", "--state-dir", str(state))
     assert down.returncode == 0
     assert "kube-apiserver" in down.stdout
-    assert not any(_alive(pid) for pid in pids.values())
+    assert not any(alive(pid) for pid in pids.values())
     assert not (state / "cluster.json").exists()
     assert not (state / "etcd").exists()
     assert control_plane.is_up()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +12,8 @@ from rig.kapi import Kube, KubeApiError
 from rig.kubelet import SimKubelet
 from rig.nodes import NOT_READY_TAINT, create_gpu_node, delete_node, set_node_ready
 from rig.podstatus import Action
+
+from tests.support.probes import wait_for
 
 pytestmark = pytest.mark.cluster
 GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
@@ -29,16 +30,6 @@ def node_names(api_client: ApiClient) -> Iterator[list[str]]:
 
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def _gpu_pod(name: str, app: str, gpus: int) -> dict[str, Any]:
@@ -90,7 +81,7 @@ def test_the_scheduler_binds_a_gpu_pod_only_to_the_matching_node(
     kube, pods = Kube(api_client), f"/api/v1/namespaces/{namespace}/pods"
     kube.create(pods, _gpu_pod("fits", app, 1))
     kube.create(pods, _gpu_pod("too-big", app, 2))
-    bound = _wait("the scheduler to bind the GPU pod",
+    bound = wait_for("the scheduler to bind the GPU pod",
                   lambda: kube.get(f"{pods}/fits")["spec"].get("nodeName"))
     assert bound == match
 
@@ -98,7 +89,7 @@ def test_the_scheduler_binds_a_gpu_pod_only_to_the_matching_node(
         conds = kube.get(f"{pods}/too-big").get("status", {}).get("conditions") or []
         return next((c["message"] for c in conds if c.get("reason") == "Unschedulable"), "")
 
-    message = _wait("the 2-GPU pod to be reported unschedulable", unschedulable)
+    message = wait_for("the 2-GPU pod to be reported unschedulable", unschedulable)
     assert "nvidia.com/gpu" in message
 
 
@@ -120,10 +111,10 @@ def test_the_sim_kubelet_makes_a_deployment_available_and_confirms_deletion(
     deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
     with SimKubelet(api_client, [node]) as kubelet:
         kube.create(deployments, _deployment("web", node, 2))
-        _wait("2 available replicas", lambda: (
+        wait_for("2 available replicas", lambda: (
             kube.get(f"{deployments}/web").get("status", {}).get("availableReplicas") == 2))
         kube.delete(f"{deployments}/web")
-        _wait("the pods to be gone",
+        wait_for("the pods to be gone",
               lambda: not kube.items(f"/api/v1/namespaces/{namespace}/pods"))
     assert kubelet.errors == []
 
@@ -153,7 +144,7 @@ def test_failure_actions_are_reported_the_way_a_kubelet_reports_them(
             done = status.get("phase") == phase and "containerStatuses" in status
             return status if done else None
 
-        status = _wait(f"phase {phase}", reached)
+        status = wait_for(f"phase {phase}", reached)
     assert expect in str(status["containerStatuses"][0])
 
 
@@ -183,7 +174,7 @@ def test_a_policy_error_on_one_pod_is_recorded_and_the_others_are_still_served(
         for name in ("bad", "good"):
             kube.create(pods, {"metadata": {"name": name}, "spec": {
                 "nodeName": node, "containers": [{"name": "main", "image": "img:1"}]}})
-        _wait("the good pod to run",
+        wait_for("the good pod to run",
               lambda: kube.get(f"{pods}/good").get("status", {}).get("phase") == "Running")
     assert kube.get(f"{pods}/bad")["status"]["phase"] == "Pending"
     assert any("bad" in e and "unknown kubelet action 'explode'" in e for e in kubelet.errors)

@@ -8,24 +8,10 @@ import pytest
 from rig.kapi import Kube
 
 from tests.support.cluster import Kubectl
+from tests.support.seeds import PHI3_INFERENCE as SEED_WORKSPACE
 
 pytestmark = pytest.mark.cluster
 
-# The seed's inference example, as a user would write it.
-SEED_WORKSPACE = """\
-apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-phi-3-mini
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      apps: phi-3
-inference:
-  preset:
-    name: phi-3-mini-4k-instruct
-"""
 SEED_COLUMNS = ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
 
 

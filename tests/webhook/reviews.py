@@ -1,4 +1,8 @@
-"""Builders for AdmissionReviews and the seed's Workspaces, shared by the webhook tests."""
+"""Builders for AdmissionReviews and the seed's Workspaces, shared by the webhook tests.
+
+hack/bench-webhook.py sends these same reviews, so the benchmark measures what the tests
+check. Pure dict builders: nothing here starts a server or talks to a cluster.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,10 @@ import json
 import uuid
 from typing import Any
 
-PHI3: dict[str, Any] = {
-    "apiVersion": "kaito.sh/v1alpha1",
-    "kind": "Workspace",
-    "metadata": {"name": "workspace-phi-3-mini"},
-    "resource": {
-        "instanceType": "Standard_NC6s_v3",
-        "labelSelector": {"matchLabels": {"apps": "phi-3"}},
-    },
-    "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}},
-}
+from tests.support.seeds import PHI3_INFERENCE, seed_object
+
+# The seed's phi-3 inference Workspace; use phi3() for a copy to change.
+PHI3: dict[str, Any] = seed_object(PHI3_INFERENCE)
 
 
 def phi3(**changes: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.webhook.conftest import REPO, start_server, stop_server
+from tests.support.webhook import REPO, start_server, stop_server
 from tests.webhook.reviews import phi3, review
 
 KAITO = str(Path(sys.executable).parent / "kaito")

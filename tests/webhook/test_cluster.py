@@ -4,111 +4,28 @@ of the seed examples comes back expanded, invalid and immutable changes are refu
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from rig.webhook import register_webhooks, unregister_webhooks
 
 from presets.catalog import Catalog
 from presets.expand import expand_object
 from tests.support.cluster import Kubectl
-from tests.webhook.conftest import Server
+from tests.support.seeds import PHI3_INFERENCE as PHI3
+from tests.support.seeds import SEEDS
+from tests.support.webhook import Server, admitting
 
 pytestmark = pytest.mark.cluster
-
-TUNING = """
-  method: qlora
-  input:
-    urls:
-      - "https://huggingface.co/datasets/philschmid/dolly-15k-oai-style/resolve/main/data/train-00000-of-00001-54e3756291ca09c6.parquet?download=true"
-  output:
-    image: "ACR_REPO_HERE.azurecr.io/IMAGE_NAME_HERE:0.0.1" # Tuning Output ACR Path
-    imagePushSecret: ACR_REGISTRY_SECRET_HERE
-"""
-PHI3 = """apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-phi-3-mini
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      apps: phi-3
-inference:
-  preset:
-    name: phi-3-mini-4k-instruct
-    # Note: This configuration also works with the phi-3-mini-128k-instruct preset
-"""
-SEEDS = {
-    "phi-3-inference": PHI3,
-    "phi-3-tuning": """apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-phi-3-mini
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      app: phi-3-adapter
-tuning:
-  preset:
-    name: phi-3-mini-4k-instruct
-"""
-    + TUNING,
-    "phi-3-with-adapters": """apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-phi-3-mini-adapter
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      apps: phi-3-adapter
-inference:
-  preset:
-    name: phi-3-mini-128k-instruct
-  adapters:
-    - source:
-        name: "phi-3-adapter"
-        image: "ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1"
-      strength: "1.0"
-""",
-    "phi-3-128k-tuning": """apiVersion: kaito.sh/v1alpha1
-kind: Workspace
-metadata:
-  name: workspace-phi-3-mini-adapter
-resource:
-  instanceType: "Standard_NC6s_v3"
-  labelSelector:
-    matchLabels:
-      app: phi-3-adapter
-tuning:
-  preset:
-    name: phi-3-mini-128k-instruct
-"""
-    + TUNING,
-}
 
 
 @pytest.fixture
 def admitted(api_client: client.ApiClient, server: Server, namespace: str) -> Iterator[str]:
     """Our webhooks registered by URL for this test's namespace only; removed afterwards."""
-    mark = {"kaito-py/webhook-test": uuid.uuid4().hex[:12]}
-    client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": mark}})
-    name = "kaito-webhook-test-" + mark["kaito-py/webhook-test"]
-    register_webhooks(
-        api_client,
-        url=server.url,
-        ca_bundle=server.ca.read_bytes(),
-        name=name,
-        namespace_labels=mark,
-    )
-    yield namespace
-    unregister_webhooks(api_client, name=name)
+    with admitting(api_client, server, namespace, tag="webhook-test") as admitted_ns:
+        yield admitted_ns
 
 
 def stored(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

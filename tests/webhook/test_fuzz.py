@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presets.catalog import Catalog
-from tests.webhook.conftest import Server
+from tests.support.webhook import Server
 from tests.webhook.reviews import patch_ops, review
 from tests.webhook.strategies import json_values, operations, workspaces
 from webhook.admission import review_response

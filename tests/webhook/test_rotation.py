@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.webhook.conftest import Server, start_server, stop_server
+from tests.support.webhook import Server, start_server, stop_server
 from tests.webhook.reviews import phi3, review
 from webhook.certs import KeyPair, build_certificate
 
