@@ -47,7 +47,8 @@ def _terminated(name: str, term: Mapping[str, Any]) -> tuple[str, str]:
     return "ContainerFailed", f"{text}: {detail}" if detail else f"{text} ({reason or 'Error'})"
 
 
-def _container(status: Mapping[str, Any], pod_running: bool) -> tuple[str, str] | None:
+def _container(status: Mapping[str, Any], pod_running: bool,
+               deleting: bool = False) -> tuple[str, str] | None:
     name = str(status.get("name", "?"))
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
@@ -56,17 +57,23 @@ def _container(status: Mapping[str, Any], pod_running: bool) -> tuple[str, str] 
         msg = str(waiting.get("message") or "")
         image = status.get("image", "")
         return "ImagePullBackOff", f"container {name} cannot pull image {image}: {msg}".rstrip(": ")
+    last = (status.get("lastState") or {}).get("terminated") or {}
     if reason == "CrashLoopBackOff":
-        last = (status.get("lastState") or {}).get("terminated") or {}
         why, text = _terminated(name, last)
-        if why == "OOMKilled":
-            return why, text
+        if why in ("OOMKilled", *(c for _p, c in CATEGORIES)):  # a known cause names itself
+            return why, f"{text}; restarting"
         return "CrashLoopBackOff", f"{text}; restarting (crash loop)"
     if reason == "CreateContainerConfigError":
         return reason, f"container {name}: {waiting.get('message', '')}"
     term = state.get("terminated")
     if term and term.get("exitCode", 0) != 0:
+        if deleting and last.get("exitCode", 0) != 0:  # killed by the deletion: the cause is older
+            return _terminated(name, last)
         return _terminated(name, term)
+    restarted = int(status.get("restartCount") or 0) > 0 and not status.get("ready")
+    if restarted and last.get("exitCode", 0) != 0:
+        why, text = _terminated(name, last)  # restarted by OnFailure and running again
+        return why, f"{text}; restarted {status['restartCount']} time(s)"
     if "running" in state and pod_running and not status.get("ready"):
         return "ProbeFailing", f"container {name} is running but /health does not pass yet"
     return None
@@ -79,9 +86,10 @@ def explain_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             return "Unschedulable", f"pod {name} cannot be scheduled: {cond.get('message', '')}"
     running = st.get("phase") == "Running"
+    deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
     found: list[tuple[str, str]] = []
     for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
-        why = _container(cs, running)
+        why = _container(cs, running, deleting)
         if why:
             found.append(why)
     if found:

@@ -116,13 +116,29 @@ def _tuning(o: Observed, resource: Obj) -> tuple[Obj, Obj]:
                               f"tuning Job {name} completed", g)
     why = explain_pods(o.pods)
     if state == "Failed":
-        reason, text = why if why else ("TuningFailed", message)
+        # restartPolicy OnFailure: the Job controller deletes the pod when it fails the Job,
+        # so the cause may only be in what an earlier pass saw (a restarting container).
+        reason, text = why or _seen_before(o.previous, g) or ("TuningFailed", message)
         return started, _cond(WORKSPACE_SUCCEEDED, False, reason,
                               f"tuning Job {name} failed: {text}", g)
     if why:
         return started, _cond(WORKSPACE_SUCCEEDED, None, why[0], why[1], g)
     return started, _cond(WORKSPACE_SUCCEEDED, None, "TuningRunning",
                           f"tuning Job {name} is running", g)
+
+
+# WorkspaceSucceeded reasons that say nothing about a failure's cause.
+_NO_CAUSE = frozenset({"TuningPending", "TuningRunning", "PodPending", "ProbeFailing"})
+
+
+def _seen_before(previous: Sequence[Mapping[str, Any]], gen: int) -> tuple[str, str] | None:
+    """The pod-level cause an earlier pass of this generation stored while the Job ran."""
+    old = next((c for c in previous if c.get("type") == WORKSPACE_SUCCEEDED), None)
+    if old is None or old.get("status") != "Unknown" or old.get("observedGeneration") != gen:
+        return None
+    if old.get("reason") in _NO_CAUSE or not old.get("reason"):
+        return None
+    return str(old["reason"]), str(old.get("message") or "")
 
 
 def tuning_finished(previous: Sequence[Mapping[str, Any]]) -> bool:

@@ -88,13 +88,17 @@ def watch_loop(
     metrics = Metrics()
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0", registry=metrics.registry)  # noqa: S104
+    due = threading.Event()
+
     def _stop(_sig: int, _frame: FrameType | None) -> None:
         stop.set()
+        due.set()  # wake the loop now, not at the next resync
 
     main = threading.current_thread() is threading.main_thread()
     saved = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
-        return _loop(kube, settings, catalog, provisioner_for, metrics, stop, debounce, max_passes)
+        return _loop(kube, settings, catalog, provisioner_for, metrics, stop, due, debounce,
+                     max_passes)
     finally:
         stop.set()
         for sig, handler in saved.items():
@@ -103,9 +107,9 @@ def watch_loop(
 
 def _loop(
     kube: Kube, settings: Settings, catalog: Catalog, provisioner_for: ProvisionerFor,
-    metrics: Metrics, stop: threading.Event, debounce: float, max_passes: int | None,
+    metrics: Metrics, stop: threading.Event, due: threading.Event, debounce: float,
+    max_passes: int | None,
 ) -> int:
-    due = threading.Event()
     due.set()
     for api, kind, selector in WATCHED:
         threading.Thread(target=_watch_one, name=f"watch-{kind}", daemon=True,
@@ -113,7 +117,7 @@ def _loop(
     passes = 0
     while not stop.is_set() and (max_passes is None or passes < max_passes):
         due.wait(RESYNC_S)
-        if stop.wait(debounce):
+        if stop.is_set() or stop.wait(debounce):
             break
         due.clear()
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +39,13 @@ def watcher(control_plane: ControlPlane, namespace: str,
     try:
         yield port, log
     finally:
+        time.sleep(2.0)  # let it go idle: SIGTERM must not wait for the next resync (60 s)
         proc.terminate()
-        try:
-            code = proc.wait(timeout=20)
+        try:  # well inside a pod's default 30 s termination grace period
+            code = proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            pytest.fail(f"--watch did not stop on SIGTERM within 20 s:\n{log.read_text()[-2000:]}")
+            pytest.fail(f"--watch did not stop on SIGTERM within 10 s:\n{log.read_text()[-2000:]}")
     assert code == 0, f"--watch exited {code} on SIGTERM:\n{log.read_text()[-2000:]}"
 
 

@@ -119,14 +119,14 @@ RUNNING_JOB: Obj = {"kind": "Job", "metadata": {"name": "ws-tune"},
         "exitCode": 1, "reason": "Error",
         "message": "bad data: no 'messages' column and no prompt/completion columns; "
                    "found: text, id\n"}, init=True),
-        "CrashLoopBackOff", "found: text, id", id="bad-data-in-fetch"),
+        "BadData", "found: text, id", id="bad-data-in-fetch"),
     pytest.param(_restarting("train", {"exitCode": 137, "reason": "OOMKilled"}, init=True),
                  "OOMKilled", "container train was killed for using too much memory",
                  id="oom-in-train"),
     pytest.param(_restarting("push", {
         "exitCode": 1, "reason": "Error",
         "message": "push denied by registry: UNAUTHORIZED: authentication required\n"},
-        init=False), "CrashLoopBackOff", "push denied by registry: UNAUTHORIZED",
+        init=False), "PushDenied", "push denied by registry: UNAUTHORIZED",
         id="push-denied"),
 ])
 def test_a_restarting_containers_last_failure_reaches_the_status(
