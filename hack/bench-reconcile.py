@@ -72,8 +72,8 @@ def one_size(kube: Kube, n: int) -> list[tuple[str, Summary]]:
             kube.create(workspace(i, label) | {"metadata": {"name": f"ws-{i:04d}",
                                                             "namespace": ns}})
         rows = [("first", run_pass(kube, settings, catalog, lambda _n: byo))]
-        for _ in range(10):  # the scheduler binds pods meanwhile; status follows
-            time.sleep(2)
+        wait_bound(kube, ns, n)  # the scheduler binds the pods; status follows in a pass
+        for _ in range(5):
             if run_pass(kube, settings, catalog, lambda _n: byo).writes == 0:
                 break
         rows.append(("converged", run_pass(kube, settings, catalog, lambda _n: byo)))
@@ -81,6 +81,17 @@ def one_size(kube: Kube, n: int) -> list[tuple[str, Summary]]:
     finally:
         cleanup(kube, ns)
         delete_node(kube.api, node)
+
+
+def wait_bound(kube: Kube, ns: str, n: int, timeout: float = 600.0) -> None:
+    """Wait until the real scheduler has bound all n pods (a stable world to converge on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pods = kube.list_items("v1", "Pod", ns)
+        if sum(1 for p in pods if (p.get("spec") or {}).get("nodeName")) >= n:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the scheduler bound fewer than {n} pods in {timeout:.0f} s")
 
 
 def cleanup(kube: Kube, ns: str) -> None:

@@ -37,9 +37,35 @@ class CatalogError(ValueError):
         super().__init__("broken catalog:\n  " + "\n  ".join(problems))
 
 
+def kv_bytes_per_token(
+    layers: int,
+    kv_heads: int,
+    head_dim: int,
+    *,
+    kv_lora_rank: int | None = None,
+    qk_rope_head_dim: int | None = None,
+) -> int:
+    """Bytes of 16-bit KV cache one token of context takes, over all layers.
+
+    Multi-head, grouped and multi-query attention cache K and V for every KV head:
+    2 x layers x KV heads x head dim elements. Multi-head latent attention (MLA: DeepSeek
+    V3/R1, Mistral Large 3) caches one compressed latent of kv_lora_rank elements plus the
+    shared rotary key of qk_rope_head_dim elements per layer, and no separate V.
+    """
+    if kv_lora_rank is not None and qk_rope_head_dim is not None:
+        return layers * (kv_lora_rank + qk_rope_head_dim) * KV_CACHE_DTYPE_BYTES
+    return 2 * layers * kv_heads * head_dim * KV_CACHE_DTYPE_BYTES
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSpec:
-    """One preset: the facts GPU fit, expansion and the runtime need."""
+    """One preset: the facts GPU fit, expansion and the runtime need.
+
+    `image` is None for a private preset (`access == "private"`): the Workspace must name
+    its own image in presetOptions.image. A `deprecated` preset is still known (so that
+    a stored Workspace resolves) but refused at admission; `replaced_by` names what to
+    use instead. `kv_lora_rank` and `qk_rope_head_dim` are set only for MLA models.
+    """
 
     name: str
     hf_id: str
@@ -54,12 +80,16 @@ class ModelSpec:
     head_dim: int
     kv_bytes_per_token: int
     runtime: str
-    image: str
+    image: str | None
     distributed: bool
     tuning: bool
     access: str
     license: str
     lora_target_modules: tuple[str, ...] = ()
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+    deprecated: bool = False
+    replaced_by: tuple[str, ...] = ()
 
     def kv_cache_gib(self, tokens: int) -> float:
         """KV cache for `tokens` tokens of context, in GiB."""
@@ -122,6 +152,7 @@ def _read(path: Path, problems: list[str]) -> Any:
 
 def _model(raw: Mapping[str, Any]) -> ModelSpec:
     layers, kv_heads, head_dim = raw["numLayers"], raw["numKVHeads"], raw["headDim"]
+    rank, rope = raw.get("kvLoraRank"), raw.get("qkRopeHeadDim")
     return ModelSpec(
         name=raw["name"],
         hf_id=raw["hfId"],
@@ -134,14 +165,20 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
         num_attention_heads=raw["numAttentionHeads"],
         num_kv_heads=kv_heads,
         head_dim=head_dim,
-        kv_bytes_per_token=2 * layers * kv_heads * head_dim * KV_CACHE_DTYPE_BYTES,
+        kv_bytes_per_token=kv_bytes_per_token(
+            layers, kv_heads, head_dim, kv_lora_rank=rank, qk_rope_head_dim=rope
+        ),
         runtime=raw["runtime"],
-        image=raw["image"],
+        image=raw.get("image"),
         distributed=raw["distributed"],
         tuning=raw["tuning"],
         access=raw["access"],
         license=raw["license"],
         lora_target_modules=tuple(raw.get("loraTargetModules") or ()),
+        kv_lora_rank=rank,
+        qk_rope_head_dim=rope,
+        deprecated=raw.get("deprecated", False),
+        replaced_by=tuple(raw.get("replacedBy") or ()),
     )
 
 

@@ -2,7 +2,10 @@
 
 Each check returns every problem it finds as a readable string naming the entry and
 field ("models[3] (phi-4): weightsGiB: must be a number > 0"), so a broken catalog is
-reported whole. It only inspects parsed YAML; it must not read files or build objects.
+reported whole. Optional model fields (`OPTIONAL_MODEL_FIELDS`) are type-checked when
+present; the rules between fields (an MLA pair, an image exactly when not private, a
+deprecated preset's replacements) follow. It only inspects parsed YAML; it must not read
+files or build objects.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ IMAGE_RE = re.compile(
     r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
 RUNTIMES = ("vllm", "transformers")
-ACCESS = ("public", "token")
+ACCESS = ("public", "token", "private")
 DTYPES = ("bfloat16", "float16", "float32", "mxfp4", "fp8", "int8", "int4")
 CLOUDS = ("azure", "aws", "gcp")
 
@@ -104,7 +107,16 @@ MODEL_FIELDS: dict[str, Check] = {
     "loraTargetModules": _str_list,
     "access": _one_of(ACCESS),
     "license": _str,
+    "kvLoraRank": _int(1, 65536),
+    "qkRopeHeadDim": _int(1, 4096),
+    "deprecated": _bool,
+    "replacedBy": _str_list,
 }
+# May be left out: `image` is absent exactly for `access: private` (the user brings it),
+# the MLA pair only for MLA models, the deprecation pair only for deprecated presets.
+OPTIONAL_MODEL_FIELDS = frozenset(
+    {"image", "kvLoraRank", "qkRopeHeadDim", "deprecated", "replacedBy"}
+)
 
 INSTANCE_TYPE_FIELDS: dict[str, Check] = {
     "name": _regex(re.compile(r"^[A-Za-z0-9][\w.-]*$"), "an instance type name"),
@@ -119,13 +131,14 @@ INSTANCE_TYPE_FIELDS: dict[str, Check] = {
 }
 
 
-def _entry(raw: Any, label: str, spec: Mapping[str, Check]) -> list[str]:
+def _entry(raw: Any, label: str, spec: Mapping[str, Check], optional: frozenset[str]) -> list[str]:
     if not isinstance(raw, Mapping):
         return [f"{label}: must be a mapping"]
     problems = [f"{label}: unknown field {key!r}" for key in raw if key not in spec]
     for key, check in spec.items():
         if key not in raw:
-            problems.append(f"{label}: {key}: is required")
+            if key not in optional:
+                problems.append(f"{label}: {key}: is required")
             continue
         problem = check(raw[key])
         if problem:
@@ -134,7 +147,11 @@ def _entry(raw: Any, label: str, spec: Mapping[str, Check]) -> list[str]:
 
 
 def _entries(
-    doc: Any, key: str, spec: Mapping[str, Check], rule: Callable[[Any], list[str]]
+    doc: Any,
+    key: str,
+    spec: Mapping[str, Check],
+    rule: Callable[[Any], list[str]],
+    optional: frozenset[str] = frozenset(),
 ) -> list[str]:
     items = doc.get(key) if isinstance(doc, Mapping) else None
     if not isinstance(items, list) or not items:
@@ -144,7 +161,7 @@ def _entries(
     for i, raw in enumerate(items):
         name = raw.get("name") if isinstance(raw, Mapping) else None
         label = f"{key}[{i}] ({name})" if isinstance(name, str) else f"{key}[{i}]"
-        found = _entry(raw, label, spec)
+        found = _entry(raw, label, spec, optional)
         problems += found or rule(raw)
         if isinstance(name, str):
             if name.lower() in seen:
@@ -162,7 +179,41 @@ def _model_rule(raw: Any) -> list[str]:
         problems.append(f"{label}: a tuning preset needs loraTargetModules")
     if raw["runtime"] == "transformers" and raw["distributed"]:
         problems.append(f"{label}: the transformers runtime cannot be distributed")
+    if ("kvLoraRank" in raw) != ("qkRopeHeadDim" in raw):
+        problems.append(f"{label}: kvLoraRank and qkRopeHeadDim go together (an MLA model)")
+    return problems + _access_rule(raw, label) + _deprecation_rule(raw, label)
+
+
+def _access_rule(raw: Any, label: str) -> list[str]:
+    private = raw["access"] == "private"
+    problems: list[str] = []
+    if private and "image" in raw:
+        problems.append(f"{label}: a private preset has no image: the user brings it")
+    if not private and "image" not in raw:
+        problems.append(f"{label}: image: is required unless access is private")
+    if private and raw["tuning"]:
+        problems.append(f"{label}: a private preset cannot be a tuning preset")
     return problems
+
+
+def _deprecation_rule(raw: Any, label: str) -> list[str]:
+    deprecated = raw.get("deprecated", False)
+    if deprecated and not raw.get("replacedBy"):
+        return [f"{label}: a deprecated preset needs replacedBy (the presets to use instead)"]
+    if not deprecated and "replacedBy" in raw:
+        return [f"{label}: replacedBy is only for a deprecated preset"]
+    return []
+
+
+def _replacements(models: list[Any]) -> list[str]:
+    """Every `replacedBy` name is a preset in the catalog that is not deprecated itself."""
+    live = {m["name"] for m in models if not m.get("deprecated", False)}
+    return [
+        f"models ({m['name']}): replacedBy: {name!r} is not a preset that is still supported"
+        for m in models
+        for name in m.get("replacedBy", ())
+        if name not in live
+    ]
 
 
 def _instance_rule(raw: Any) -> list[str]:
@@ -186,7 +237,10 @@ def check_models(doc: Any) -> list[str]:
             problem = pinned_image(images.get(key))
             if problem:
                 problems.append(f"images.{key}: {problem}")
-    return problems + _entries(doc, "models", MODEL_FIELDS, _model_rule)
+    problems += _entries(doc, "models", MODEL_FIELDS, _model_rule, OPTIONAL_MODEL_FIELDS)
+    if problems:
+        return problems
+    return _replacements(doc["models"])
 
 
 def check_instance_types(doc: Any) -> list[str]:

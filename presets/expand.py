@@ -8,7 +8,9 @@ mutating webhook's patch is add-only and a second mutation is empty. It adds:
   `kaito.sh/runtime` and `kaito.sh/max-model-len` (min(context length, 4096));
 * `resource.count`: the node count GPU fit computes (1 for tuning, templates and models
   the catalog does not know);
-* `inference.preset.accessMode: public` and `inference.preset.presetOptions.image`;
+* `inference.preset.accessMode` (`private` for a preset the catalog marks private, else
+  `public`) and `inference.preset.presetOptions.image` (never for a private preset: the
+  user brings that image);
 * `tuning.preset.presetOptions.image`.
 
 `resolve` answers "how do we run it" from the expanded object first and the catalog
@@ -89,8 +91,8 @@ def _image(ws: Workspace, model: ModelSpec | None, runtime: str, catalog: Catalo
         return preset.preset_options.image
     if ws.inference is None:
         return catalog.images.get("tuning")
-    if model is not None and model.runtime == runtime:
-        return model.image
+    if model is not None and (model.access == "private" or model.runtime == runtime):
+        return model.image  # None for a private preset: the user must bring the image
     return catalog.images.get(runtime)
 
 
@@ -158,12 +160,12 @@ def _put(parent: dict[str, Any], key: str, value: Any) -> None:
         parent[key] = value
 
 
-def _fill_preset(section: dict[str, Any], image: str | None, *, access_mode: bool) -> None:
+def _fill_preset(section: dict[str, Any], image: str | None, *, access_mode: str | None) -> None:
     preset = section.get("preset")
     if not isinstance(preset, dict):
         return
-    if access_mode:
-        _put(preset, "accessMode", "public")
+    if access_mode is not None:
+        _put(preset, "accessMode", access_mode)
     private = preset.get("accessMode") == "private"  # the user brings the image
     if (
         image is not None
@@ -190,9 +192,10 @@ def expand_object(obj: Mapping[str, Any], catalog: Catalog) -> dict[str, Any]:
     ws, _ = parse_workspace_lenient(out)
     resolved = resolve(ws, catalog)
     if ws.inference is not None and ws.tuning is None:
-        _fill_preset(out["inference"], resolved.image, access_mode=True)
+        mode = "private" if model is not None and model.access == "private" else "public"
+        _fill_preset(out["inference"], resolved.image, access_mode=mode)
     elif ws.tuning is not None and ws.inference is None:
-        _fill_preset(out["tuning"], resolved.image, access_mode=False)
+        _fill_preset(out["tuning"], resolved.image, access_mode=None)
     if isinstance(out.get("resource"), dict):
         needed = _needed(ws, resolved.model, resolved.instance_type, resolved.max_model_len)
         if needed == 0 and ANNOTATION_BYPASS in annotations:

@@ -26,8 +26,9 @@ from crds.workspace import (
 from presets.catalog import Catalog
 from presets.expand import RUNTIMES, parse_max_model_len
 from presets.validate_net import dns_label_problem
+from presets.validate_preset import is_hf_id
 from presets.validate_resource import check_fit, check_resource
-from presets.validate_spec import check_inference, check_tuning, is_hf_id
+from presets.validate_spec import check_inference, check_tuning
 from presets.validate_update import check_update
 
 __all__ = ["ValidationOptions", "validate_object", "warnings_for"]

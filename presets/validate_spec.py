@@ -1,4 +1,6 @@
-"""Rules for `inference` and `tuning`: presets, adapters, data sources and destinations.
+"""Rules for `inference` and `tuning`: adapters, data sources and destinations.
+
+The preset block itself is checked by `presets.validate_preset`.
 
 Every check appends FieldErrors with Kubernetes field paths and never stops at the first
 problem. It reads only the typed Workspace and the catalog; it must not raise on any
@@ -7,7 +9,6 @@ input (fields of the wrong type were already dropped by the lenient parse).
 
 from __future__ import annotations
 
-import difflib
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -17,36 +18,14 @@ from crds.workspace import (
     DataSource,
     FieldError,
     Inference,
-    PresetSpec,
     Tuning,
 )
 from presets.catalog import Catalog
 from presets.validate_net import dns_subdomain_problem, image_problem, url_problem
+from presets.validate_preset import check_preset
 
-HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-ACCESS_MODES = ("public", "private")
 METHODS = ("lora", "qlora")
 STRENGTH = re.compile(r"^\s*[+]?(\d+(\.\d*)?|\.\d+)\s*$")
-
-
-def is_hf_id(name: str) -> bool:
-    """`org/model`: a Hugging Face model id, accepted even when the catalog lacks it."""
-    return HF_ID.match(name) is not None
-
-
-def _unknown_preset(name: str, known: list[str], path: str, what: str) -> FieldError:
-    close = difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)
-    hint = (
-        f"; did you mean {' or '.join(close)}?"
-        if close
-        else f"; known presets: {', '.join(sorted(known))}"
-    )
-    return FieldError(
-        path=path,
-        type="NotSupported",
-        message=f"unsupported {what} preset {name!r}{hint}",
-        value=name,
-    )
 
 
 def _image(image: str | None, path: str, out: list[FieldError]) -> None:
@@ -61,56 +40,6 @@ def _name(name: str | None, path: str, out: list[FieldError]) -> None:
         problem = dns_subdomain_problem(name)
         if problem:
             out.append(FieldError(path=path, type="Invalid", message=problem, value=name))
-
-
-def check_preset(
-    preset: PresetSpec, path: str, catalog: Catalog, *, tuning: bool
-) -> list[FieldError]:
-    out: list[FieldError] = []
-    name = preset.name
-    if not name:
-        out.append(
-            FieldError(path=f"{path}.name", type="Required", message="a preset name is required")
-        )
-    elif tuning:
-        model = catalog.model(name)
-        tunable = sorted(m.name for m in catalog.models.values() if m.tuning)
-        if model is None:
-            out.append(_unknown_preset(name, tunable, f"{path}.name", "tuning"))
-        elif not model.tuning:
-            message = (
-                f"preset {name!r} does not support tuning; presets that do: {', '.join(tunable)}"
-            )
-            out.append(
-                FieldError(path=f"{path}.name", type="NotSupported", message=message, value=name)
-            )
-    elif catalog.model(name) is None and not is_hf_id(name):
-        out.append(_unknown_preset(name, list(catalog.models), f"{path}.name", "inference"))
-    mode = preset.access_mode
-    if mode is not None and mode not in ACCESS_MODES:
-        message = f"unsupported access mode {mode!r}: must be one of public, private"
-        out.append(
-            FieldError(path=f"{path}.accessMode", type="NotSupported", message=message, value=mode)
-        )
-    options = preset.preset_options
-    image = options.image if options is not None else None
-    if mode == "private" and not image:
-        message = "a private preset needs presetOptions.image"
-        out.append(FieldError(path=f"{path}.presetOptions.image", type="Required", message=message))
-    _image(image, f"{path}.presetOptions.image", out)
-    model = catalog.model(name) if name else None
-    secret = options.model_access_secret if options is not None else None
-    if model is not None and model.access == "token" and not secret and mode != "private":
-        message = (
-            f"preset {model.name} is gated on Hugging Face: set presetOptions.modelAccessSecret "
-            "to a Secret holding HF_TOKEN"
-        )
-        out.append(
-            FieldError(
-                path=f"{path}.presetOptions.modelAccessSecret", type="Required", message=message
-            )
-        )
-    return out
 
 
 def _strength(value: str, path: str, out: list[FieldError]) -> None:

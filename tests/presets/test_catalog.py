@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from presets.catalog import INSTANCE_TYPES_FILE, MODELS_FILE, Catalog, CatalogError, load_catalog
+from presets.catalog import (
+    INSTANCE_TYPES_FILE,
+    MODELS_FILE,
+    Catalog,
+    CatalogError,
+    kv_bytes_per_token,
+    load_catalog,
+)
 
 KAITO_PRESET_NAMES = (
     "phi-3-mini-4k-instruct",
@@ -36,7 +44,18 @@ KAITO_PRESET_NAMES = (
     "gpt-oss-120b",
     "smollm2-135m-instruct",
     "smollm2-360m-instruct",
+    "deepseek-r1-0528",
+    "deepseek-v3-0324",
+    "mistral-large-3-675b-instruct",
+    "ministral-3-3b-instruct",
+    "ministral-3-8b-instruct",
+    "ministral-3-14b-instruct",
 )
+# Kaito presets of the v1alpha1 days: the user brought the image (accessMode private).
+PRIVATE_PRESET_NAMES = tuple(
+    f"llama-2-{size}{chat}" for size in ("7b", "13b", "70b") for chat in ("", "-chat")
+)
+MLA_PRESETS = ("deepseek-r1-0528", "deepseek-v3-0324", "mistral-large-3-675b-instruct")
 
 
 def test_the_shipped_catalogs_load(catalog: Catalog) -> None:
@@ -60,8 +79,45 @@ def test_model_facts_give_kv_bytes_per_token(catalog: Catalog) -> None:
 
 
 def test_every_image_is_pinned(catalog: Catalog) -> None:
-    images = [m.image for m in catalog.models.values()] + list(catalog.images.values())
+    images = [m.image for m in catalog.models.values() if m.image is not None]
+    images += list(catalog.images.values())
+    assert len(images) == len(catalog.models) - len(PRIVATE_PRESET_NAMES) + 3
     assert all(":" in i.rsplit("/", 1)[-1] and not i.endswith(":latest") for i in images)
+
+
+def test_private_presets_have_no_image_of_ours(catalog: Catalog) -> None:
+    private = sorted(m.name for m in catalog.models.values() if m.access == "private")
+    assert private == sorted(PRIVATE_PRESET_NAMES)
+    for name in private:
+        model = catalog.models[name]
+        assert model.image is None
+        assert not model.tuning
+        assert model.license == "llama2"
+
+
+def test_mla_presets_cache_the_latent_not_k_and_v(catalog: Catalog) -> None:
+    for name in MLA_PRESETS:
+        model = catalog.models[name]
+        assert (model.num_layers, model.kv_lora_rank, model.qk_rope_head_dim) == (61, 512, 64)
+        assert model.kv_bytes_per_token == 61 * (512 + 64) * 2 == 70272
+        assert model.dtype == "fp8"
+    gqa = catalog.models["ministral-3-14b-instruct"]
+    assert (gqa.kv_lora_rank, gqa.qk_rope_head_dim) == (None, None)
+    assert gqa.kv_bytes_per_token == 2 * 40 * 8 * 128 * 2 == 163840
+
+
+def test_kv_bytes_per_token_for_both_attention_kinds() -> None:
+    assert kv_bytes_per_token(32, 8, 128) == 131072
+    assert kv_bytes_per_token(32, 8, 128, kv_lora_rank=512, qk_rope_head_dim=64) == 36864
+    assert kv_bytes_per_token(32, 8, 128, kv_lora_rank=512) == 131072
+
+
+def test_a_deprecated_preset_names_live_replacements(catalog: Catalog) -> None:
+    phi2 = catalog.models["phi-2"]
+    assert phi2.deprecated
+    assert phi2.replaced_by == ("phi-4-mini-instruct", "phi-3.5-mini-instruct")
+    assert all(not catalog.models[n].deprecated for n in phi2.replaced_by)
+    assert [m.name for m in catalog.models.values() if m.deprecated] == ["phi-2"]
 
 
 def test_cpu_presets_use_the_transformers_runtime(catalog: Catalog) -> None:
@@ -169,3 +225,88 @@ def test_a_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         load_catalog(models=tmp_path / "absent.yaml")
     assert "cannot read" in info.value.problems[0]
+
+
+def _edit(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(m for m in doc["models"] if m["name"] == name)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "drop", "fragment"),
+    [
+        pytest.param(
+            "llama-2-7b",
+            {"image": "ghcr.io/kaito-py/vllm-runtime:0.1.0"},
+            (),
+            "a private preset has no image",
+            id="private-with-image",
+        ),
+        pytest.param(
+            "phi-4", {}, ("image",), "image: is required unless access is private", id="no-image"
+        ),
+        pytest.param(
+            "llama-2-7b",
+            {"tuning": True, "loraTargetModules": ["q_proj"]},
+            (),
+            "a private preset cannot be a tuning preset",
+            id="private-tuning",
+        ),
+        pytest.param(
+            "deepseek-r1-0528",
+            {},
+            ("qkRopeHeadDim",),
+            "kvLoraRank and qkRopeHeadDim go together",
+            id="half-mla",
+        ),
+        pytest.param(
+            "deepseek-r1-0528",
+            {"kvLoraRank": "512"},
+            (),
+            "kvLoraRank: must be an integer",
+            id="mla-type",
+        ),
+        pytest.param("phi-2", {}, ("replacedBy",), "needs replacedBy", id="no-replacement"),
+        pytest.param(
+            "phi-4", {"replacedBy": ["phi-4-mini-instruct"]}, (), "only for a deprecated", id="live"
+        ),
+        pytest.param(
+            "phi-2",
+            {"replacedBy": ["phi-5"]},
+            (),
+            "replacedBy: 'phi-5' is not a preset that is still supported",
+            id="unknown-replacement",
+        ),
+        pytest.param(
+            "phi-2",
+            {"replacedBy": ["phi-2"]},
+            (),
+            "replacedBy: 'phi-2' is not a preset that is still supported",
+            id="deprecated-replacement",
+        ),
+        pytest.param(
+            "phi-2", {"deprecated": "yes"}, (), "deprecated: must be true or false", id="flag-type"
+        ),
+        pytest.param("phi-4", {"access": "secret"}, (), "access: must be one of", id="access"),
+    ],
+)
+def test_broken_model_rules_are_named(
+    tmp_path: Path, name: str, change: dict[str, object], drop: tuple[str, ...], fragment: str
+) -> None:
+    doc = yaml.safe_load(MODELS_FILE.read_text())
+    entry = _edit(doc, name)
+    entry.update(change)
+    for key in drop:
+        del entry[key]
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(CatalogError) as info:
+        load_catalog(models=path)
+    assert any(fragment in p and name in p for p in info.value.problems), info.value.problems
+
+
+def test_the_migration_guide_lists_every_preset(catalog: Catalog) -> None:
+    guide = (MODELS_FILE.parents[1] / "docs" / "migrating-from-kaito.md").read_text()
+    missing = [name for name in catalog.models if f"`{name}`" not in guide]
+    assert missing == [], f"docs/migrating-from-kaito.md does not list {missing}"
+    assert "phi-2 is deprecated and no longer supported" in " ".join(guide.split())

@@ -23,6 +23,8 @@ GOLDEN = Path(__file__).parent / "golden"
 CATALOG = load_catalog()
 PRESETS = sorted(CATALOG.models)
 TUNABLE = sorted(m.name for m in CATALOG.models.values() if m.tuning)
+PRIVATE = sorted(m.name for m in CATALOG.models.values() if m.access == "private")
+OWN_IMAGE = "registry.example.com/own-weights:1"
 
 
 def _cheapest_sku(preset: str) -> str:
@@ -30,10 +32,53 @@ def _cheapest_sku(preset: str) -> str:
     return report.instance_type if report.fits else report.suggestions[0]
 
 
+def _inference_ws(preset: str) -> dict[str, Any]:
+    doc = inference_ws(preset, _cheapest_sku(preset))
+    if CATALOG.models[preset].access == "private":  # the user brings the image
+        doc["inference"]["preset"]["presetOptions"] = {"image": OWN_IMAGE}
+    return doc
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_inference_expansion_golden(preset: str, update_golden: bool) -> None:
-    expanded = expand_object(inference_ws(preset, _cheapest_sku(preset)), CATALOG)
+    expanded = expand_object(_inference_ws(preset), CATALOG)
     check_golden(GOLDEN / f"inference-{preset}.yaml", expanded, update=update_golden)
+
+
+@pytest.mark.parametrize("preset", PRIVATE)
+def test_private_presets_get_private_access_and_keep_the_users_image(
+    preset: str, catalog: Catalog
+) -> None:
+    expanded = expand_object(_inference_ws(preset), catalog)
+    assert expanded["inference"]["preset"]["accessMode"] == "private"
+    assert expanded["inference"]["preset"]["presetOptions"] == {"image": OWN_IMAGE}
+    assert resolve(parse_workspace(expanded), catalog).image == OWN_IMAGE
+    bare = expand_object(inference_ws(preset, "Standard_NC24ads_A100_v4"), catalog)
+    assert bare["inference"]["preset"] == {"name": preset, "accessMode": "private"}
+    assert resolve(parse_workspace(bare), catalog).image is None
+
+
+def test_a_private_preset_gets_no_image_of_ours_on_another_runtime(catalog: Catalog) -> None:
+    doc = inference_ws(
+        "llama-2-7b",
+        "Standard_NC24ads_A100_v4",
+        metadata={"name": "ws", "annotations": {"kaito.sh/runtime": "transformers"}},
+    )
+    expanded = expand_object(doc, catalog)
+    assert "presetOptions" not in expanded["inference"]["preset"]
+
+
+def test_upstream_counts_for_the_largest_presets_are_kept_and_computed(catalog: Catalog) -> None:
+    for preset in ("deepseek-r1-0528", "deepseek-v3-0324", "mistral-large-3-675b-instruct"):
+        computed = expand_object(inference_ws(preset, "Standard_NC80adis_H100_v5"), catalog)
+        assert computed["resource"]["count"] == 5
+        doc = inference_ws(preset, "Standard_NC80adis_H100_v5")
+        doc["resource"]["count"] = 6
+        kept = expand_object(doc, catalog)
+        assert kept["resource"]["count"] == 6
+        resolved = resolve(parse_workspace(kept), catalog)
+        assert (resolved.node_count, resolved.tensor_parallel_size) == (6, 2)
+        assert resolved.image == catalog.images["vllm"]
 
 
 @pytest.mark.parametrize("preset", TUNABLE)

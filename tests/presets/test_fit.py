@@ -7,6 +7,10 @@ import pytest
 from presets.catalog import Catalog
 from presets.fit import UnknownNameError, fit_report, tensor_parallel_size
 
+H100X2 = "Standard_NC80adis_H100_v5"  # 2 x H100 94 GiB
+A100 = "Standard_NC24ads_A100_v4"
+GIB = 1024**3
+
 
 @pytest.mark.parametrize(
     ("model", "sku", "count", "fits", "nodes"),
@@ -42,6 +46,22 @@ from presets.fit import UnknownNameError, fit_report, tensor_parallel_size
         pytest.param(
             "falcon-7b-instruct", "Standard_NC6s_v3", None, False, 0, id="falcon-cannot-spread"
         ),
+        # upstream Kaito's own examples, with their counts
+        pytest.param("deepseek-r1-0528", H100X2, 6, True, 5, id="deepseek-r1-6xh100x2"),
+        pytest.param("deepseek-v3-0324", H100X2, 6, True, 5, id="deepseek-v3-6xh100x2"),
+        pytest.param(
+            "mistral-large-3-675b-instruct", H100X2, 6, True, 5, id="mistral-large-3-6xh100x2"
+        ),
+        pytest.param("deepseek-r1-0528", H100X2, 4, False, 5, id="deepseek-r1-4-is-too-few"),
+        pytest.param("deepseek-r1-0528", "Standard_ND96isr_H100_v5", None, True, 2, id="ds-8xh100"),
+        pytest.param(
+            "ministral-3-3b-instruct", "Standard_NV36ads_A10_v5", None, True, 1, id="ministral-3b"
+        ),
+        pytest.param("ministral-3-8b-instruct", A100, None, True, 1, id="ministral-8b"),
+        pytest.param("ministral-3-14b-instruct", A100, None, True, 1, id="ministral-14b"),
+        pytest.param("llama-2-7b", A100, None, True, 1, id="llama2-7b"),
+        pytest.param("llama-2-13b-chat", A100, None, True, 1, id="llama2-13b-chat"),
+        pytest.param("llama-2-70b", "Standard_NC96ads_A100_v4", 2, True, 1, id="llama2-70b-count2"),
     ],
 )
 def test_fit_verdicts(
@@ -138,3 +158,25 @@ def test_unknown_names_suggest_close_ones(catalog: Catalog) -> None:
         fit_report("phi-3-mini-4k-instruc", "Standard_NC6s_v3", catalog=catalog)
     with pytest.raises(UnknownNameError, match="did you mean Standard_NC6s_v3"):
         fit_report("phi-4", "Standard_NC6s_v9", catalog=catalog)
+
+
+def test_the_memory_arithmetic_for_deepseek_on_six_h100_pairs(catalog: Catalog) -> None:
+    report = fit_report("deepseek-r1-0528", H100X2, catalog=catalog, count=6)
+    weights = 641.3 * 1.02 * 1.05
+    kv = 61 * (512 + 64) * 2 * 4096 / GIB  # MLA: one latent + rotary key per layer
+    assert report.required_gpu_memory_gib == round(weights + kv + 1.5 * 12, 2) == 705.1
+    assert report.available_gpu_memory_gib == round(94 * 0.9 * 2 * 6, 2) == 1015.2
+    assert report.tensor_parallel_size == 2
+    assert report.pipeline_parallel_size == 5
+    assert "0.3 GiB KV cache for 4096 tokens" in report.message
+
+
+def test_mla_keeps_the_full_context_of_deepseek_within_six_nodes(catalog: Catalog) -> None:
+    full = fit_report("deepseek-v3-0324", H100X2, catalog=catalog, count=6, max_model_len=163840)
+    mla_kv = 61 * (512 + 64) * 2 * 163840 / GIB
+    assert round(mla_kv, 2) == 10.72
+    assert full.fits, full.message
+    assert full.required_gpu_memory_gib == round(641.3 * 1.02 * 1.05 + mla_kv + 18, 2)
+    # Caching K and V for all 128 heads (2 x 61 x 128 x 192 x 2 bytes a token) would not fit.
+    kv_of_all_heads = 2 * 61 * 128 * 192 * 2 * 163840 / GIB
+    assert 641.3 * 1.02 * 1.05 + kv_of_all_heads + 18 > full.available_gpu_memory_gib
