@@ -90,6 +90,7 @@ class ModelSpec:
     qk_rope_head_dim: int | None = None
     deprecated: bool = False
     replaced_by: tuple[str, ...] = ()
+    vllm_args: Mapping[str, str | int | float | bool] = field(default_factory=dict)
 
     def kv_cache_gib(self, tokens: int) -> float:
         """KV cache for `tokens` tokens of context, in GiB."""
@@ -179,6 +180,7 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
         qk_rope_head_dim=rope,
         deprecated=raw.get("deprecated", False),
         replaced_by=tuple(raw.get("replacedBy") or ()),
+        vllm_args=MappingProxyType(dict(raw.get("vllmArgs") or {})),
     )
 
 

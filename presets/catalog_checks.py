@@ -52,6 +52,21 @@ def _number(low: float, *, strict: bool) -> Check:
     return check
 
 
+FLAG_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+
+def _flag_map(value: Any) -> str | None:
+    """vLLM flags without the leading dashes mapped to a string, number or boolean."""
+    if not isinstance(value, Mapping) or not value:
+        return "must be a non-empty mapping of vLLM flags to values"
+    for key, item in value.items():
+        if not isinstance(key, str) or not FLAG_RE.match(key):
+            return f"{key!r} is not a vLLM flag name such as tokenizer-mode"
+        if not isinstance(item, str | int | float | bool):
+            return f"{key}: must be a string, number or boolean"
+    return None
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -111,11 +126,13 @@ MODEL_FIELDS: dict[str, Check] = {
     "qkRopeHeadDim": _int(1, 4096),
     "deprecated": _bool,
     "replacedBy": _str_list,
+    "vllmArgs": _flag_map,
 }
 # May be left out: `image` is absent exactly for `access: private` (the user brings it),
-# the MLA pair only for MLA models, the deprecation pair only for deprecated presets.
+# the MLA pair only for MLA models, the deprecation pair only for deprecated presets,
+# vllmArgs only for models that need extra vLLM flags to load (e.g. Mistral's formats).
 OPTIONAL_MODEL_FIELDS = frozenset(
-    {"image", "kvLoraRank", "qkRopeHeadDim", "deprecated", "replacedBy"}
+    {"image", "kvLoraRank", "qkRopeHeadDim", "deprecated", "replacedBy", "vllmArgs"}
 )
 
 INSTANCE_TYPE_FIELDS: dict[str, Check] = {

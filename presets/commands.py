@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from crds.workspace import Workspace
+from presets.catalog import ModelSpec
 from presets.expand import Resolved
 from presets.fit import GPU_MEMORY_UTILIZATION
 
@@ -24,6 +25,9 @@ DEFAULT_MAX_LORA_RANK = 64
 PYTHON = "python"
 # Keys the front owns: a user's inference config cannot move vLLM off the port we proxy to.
 RESERVED_VLLM_KEYS = frozenset({"port", "host", "model", "served-model-name"})
+VLLM_DTYPES = frozenset({"auto", "half", "float16", "bfloat16", "float", "float32"})
+# A private preset's image (the user's) holds the weights where Kaito's images keep them.
+PRIVATE_WEIGHTS_DIR = "/workspace/tfs/weights"
 
 
 class CommandError(ValueError):
@@ -86,7 +90,7 @@ def vllm_arguments(
         raise CommandError("inference.preset.name is required for a preset command")
     model = resolved.model
     options: dict[str, Any] = {
-        "model": model.hf_id if model is not None else resolved.preset,
+        "model": _weights(model) if model is not None else resolved.preset,
         "served-model-name": resolved.preset,
         "tensor-parallel-size": resolved.tensor_parallel_size,
         "pipeline-parallel-size": resolved.pipeline_parallel_size,
@@ -97,6 +101,8 @@ def vllm_arguments(
         options["max-model-len"] = resolved.max_model_len
     options["gpu-memory-utilization"] = GPU_MEMORY_UTILIZATION
     options["dtype"] = _dtype(resolved)
+    if model is not None:
+        options.update(model.vllm_args)  # flags the model needs to load (catalog data)
     adapters = adapters_of(ws)
     if adapters:
         options["enable-lora"] = True
@@ -109,10 +115,17 @@ def vllm_arguments(
     return _render(options)
 
 
+def _weights(model: ModelSpec) -> str:
+    """Where vLLM loads from: the Hugging Face id, or the user's image for private presets."""
+    return PRIVATE_WEIGHTS_DIR if model.access == "private" else model.hf_id
+
+
 def _dtype(resolved: Resolved) -> str:
-    """The model's dtype, except bfloat16 on GPUs without it (V100, T4): float16 there."""
+    """The model's dtype for vLLM's --dtype: bfloat16 becomes float16 on GPUs without it
+    (V100, T4); quantized checkpoints (fp8, mxfp4) are `auto`: vLLM reads them from the
+    checkpoint's own quantization config and accepts only float types here."""
     model, sku = resolved.model, resolved.instance_type
-    if model is None:
+    if model is None or model.dtype not in VLLM_DTYPES:
         return "auto"
     if model.dtype == "bfloat16" and sku is not None and sku.gpu_count and not sku.bf16:
         return "float16"

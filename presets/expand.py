@@ -128,7 +128,8 @@ def resolve(ws: Workspace, catalog: Catalog) -> Resolved:
     if ws.inference is not None and gpus:
         tp = tensor_parallel_size(model, gpus) if model is not None else gpus
         distributed = model is None or model.distributed
-        pp = needed if needed > 0 else (node_count if distributed else 1)
+        # one pipeline stage per node we run: a count above the minimum leaves no node idle
+        pp = node_count if distributed else 1
     storage = (
         math.ceil(model.weights_gib) + STORAGE_HEADROOM_GIB if model else UNKNOWN_MODEL_STORAGE_GIB
     )

@@ -103,7 +103,33 @@ CASES = [
         None,
         id="phi-3-mini-transformers-runtime",
     ),
+    pytest.param(
+        workspace("deepseek-r1-0528", "Standard_NC80adis_H100_v5"),
+        None,
+        id="deepseek-r1-fp8-mla-multi-node",
+    ),
+    pytest.param(
+        workspace("ministral-3-8b-instruct", "Standard_NC24ads_A100_v4"),
+        None,
+        id="ministral-3-8b-mistral-formats",
+    ),
+    pytest.param(
+        workspace("gpt-oss-20b", "Standard_NC24ads_A100_v4"), None, id="gpt-oss-20b-mxfp4"
+    ),
 ]
+
+
+def test_private_presets_load_the_weights_from_the_users_image() -> None:
+    obj = workspace("llama-2-7b-chat", "Standard_NC24ads_A100_v4")
+    obj["inference"]["preset"]["presetOptions"] = {"image": "registry.example.com/llama:1"}
+    args = command_for(obj)
+    assert args[args.index("--model") + 1] == "/workspace/tfs/weights"
+
+
+def test_quantized_checkpoints_let_vllm_read_their_dtype() -> None:
+    for preset in ("deepseek-r1-0528", "gpt-oss-20b", "ministral-3-8b-instruct"):
+        args = command_for(workspace(preset, "Standard_NC80adis_H100_v5"))
+        assert args[args.index("--dtype") + 1] == "auto", preset
 
 
 @pytest.mark.parametrize(("obj", "config"), CASES)

@@ -77,7 +77,10 @@ def test_upstream_counts_for_the_largest_presets_are_kept_and_computed(catalog: 
         kept = expand_object(doc, catalog)
         assert kept["resource"]["count"] == 6
         resolved = resolve(parse_workspace(kept), catalog)
+        # every node the user pays for holds a pipeline stage: none sits idle
         assert (resolved.node_count, resolved.tensor_parallel_size) == (6, 2)
+        assert resolved.pipeline_parallel_size == 6
+        assert resolve(parse_workspace(computed), catalog).pipeline_parallel_size == 5
         assert resolved.image == catalog.images["vllm"]
 
 
