@@ -165,8 +165,13 @@ def fit_report(
     max_model_len: int | None = None,
     count: int | None = None,
     max_nodes: int = DEFAULT_MAX_NODES,
+    with_suggestions: bool = True,
 ) -> FitReport:
-    """Whether `model` fits `instance_type` (at `count` nodes when given), and why."""
+    """Whether `model` fits `instance_type` (at `count` nodes when given), and why.
+
+    The suggestions scan every known instance type; `with_suggestions=False` skips that
+    scan for callers that only need the verdict (the reconciler checks every Workspace
+    on every pass)."""
     spec, sku = lookup(catalog, model, instance_type)
     mml = max_model_len or default_max_model_len(spec)
     needed = nodes_needed(spec, sku, mml, max_nodes)
@@ -192,7 +197,11 @@ def fit_report(
         max_model_len=mml,
         tensor_parallel_size=tp,
         pipeline_parallel_size=max(needed, 1),
-        suggestions=suggestions(spec, catalog, max_model_len=mml, count=count, max_nodes=max_nodes),
+        suggestions=(
+            suggestions(spec, catalog, max_model_len=mml, count=count, max_nodes=max_nodes)
+            if with_suggestions
+            else ()
+        ),
         message="",
     )
     text = explain(report, spec, sku, weights=weights, kv=kv, max_nodes=max_nodes)

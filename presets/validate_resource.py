@@ -209,11 +209,15 @@ def check_fit(ws: Workspace, catalog: Catalog, max_nodes: int) -> list[FieldErro
         message = f"at most {max_nodes} nodes are allowed, got {count}"
         return [FieldError(path="resource.count", type="Invalid", message=message, value=count)]
     mml = parse_max_model_len(ws.annotations.get(ANNOTATION_MAX_MODEL_LEN))
-    report = fit_report(
+    verdict = fit_report(
+        model, sku, catalog=catalog, max_model_len=mml, count=count, max_nodes=max_nodes,
+        with_suggestions=False,
+    )
+    if verdict.fits:
+        return []
+    report = fit_report(  # the refusal names the cheapest instance types that would fit
         model, sku, catalog=catalog, max_model_len=mml, count=count, max_nodes=max_nodes
     )
-    if report.fits:
-        return []
     path = "resource.count" if report.nodes and count is not None else "resource.instanceType"
     return [
         FieldError(path=path, type="Invalid", message=report.message, value=resource.instance_type)

@@ -67,11 +67,17 @@ def child_metadata(
 
 def spec_hash(obj: Mapping[str, Any]) -> str:
     """A content hash of everything we set, ignoring the hash annotation itself."""
-    body = json.loads(json.dumps(obj))
-    annotations = body.get("metadata", {}).get("annotations", {})
-    annotations.pop(ANNOTATION_SPEC_HASH, None)
-    if not annotations:
-        body.get("metadata", {}).pop("annotations", None)
+    body = dict(obj)
+    if isinstance(obj.get("metadata"), Mapping):  # copy only what changes: no deep copy
+        md = dict(obj["metadata"])
+        annotations = {
+            k: v for k, v in (md.get("annotations") or {}).items() if k != ANNOTATION_SPEC_HASH
+        }
+        if annotations:
+            md["annotations"] = annotations
+        else:
+            md.pop("annotations", None)
+        body["metadata"] = md
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
