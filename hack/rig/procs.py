@@ -58,9 +58,11 @@ def start(argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
             time.sleep(0.01)
             continue
         # The PID is written just before `exec`: wait until it runs argv[0] (or is gone).
+        # While the kernel is exec'ing a large binary the cmdline can read empty for a
+        # moment; that is not "gone", so only a missing /proc entry ends the wait early.
         while time.monotonic() < deadline:
             current = cmdline(pid)
-            if not current or current[0] == argv[0]:
+            if (current and current[0] == argv[0]) or not Path(f"/proc/{pid}").exists():
                 return pid
             time.sleep(0.01)
     raise OSError(f"{argv[0]} did not start within {timeout}s; see {log}")
