@@ -32,7 +32,7 @@ from pathlib import Path
 
 from presets.runtime import oci
 from presets.runtime.adapter_copy import copy_adapter
-from presets.runtime.tune_errors import TuneError, write_termination_message
+from presets.runtime.tune_errors import run_step
 
 LOG = logging.getLogger("kaito.oci")
 
@@ -132,20 +132,8 @@ COMMANDS = {"pull": cmd_pull, "copy": cmd_copy, "push": cmd_push}
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except TuneError as exc:
-        LOG.error("%s", exc)
-        write_termination_message(str(exc), env)
-        return 1
-    except Exception as exc:
-        LOG.exception("unexpected failure")
-        write_termination_message(
-            f"{args.command} failed: internal error: {type(exc).__name__}: {exc}", env
-        )
-        return 1
+    return run_step(lambda: COMMANDS[args.command](args), env, what=args.command, log=LOG)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from presets.runtime.tune_errors import (
     DataError,
     OutOfMemory,
     TuneError,
-    write_termination_message,
+    run_step,
 )
 
 LOG = logging.getLogger("kaito.tune")
@@ -264,20 +264,8 @@ COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "push": cmd_push}
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args, env)
-    except TuneError as exc:
-        LOG.error("%s", exc)
-        write_termination_message(str(exc), env)
-        return 1
-    except Exception as exc:
-        LOG.exception("unexpected failure")
-        write_termination_message(
-            f"tuning failed: internal error: {type(exc).__name__}: {exc}", env
-        )
-        return 1
+    return run_step(lambda: COMMANDS[args.command](args, env), env, what="tuning", log=LOG)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ entry point writes `str(error)` as ONE line to the container's termination messa
 where the reconciler reads it into the Workspace status. The message therefore starts
 with a short category ("bad data:", "bad config:", "fetch refused:", "push denied by
 registry:", "out of memory") and names the real cause. This module must not import torch
-or do any I/O other than writing that one file.
+or do any I/O other than writing that one file and logging.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -82,3 +83,23 @@ def write_termination_message(message: str, environ: Mapping[str, str] | None = 
     except OSError:
         return False
     return True
+
+
+def run_step(step: Callable[[], int], env: Mapping[str, str], *, what: str,
+             log: logging.Logger) -> int:
+    """Run one container step (fetch, train, push, pull, copy) the way the Job needs it:
+    a TuneError or an unexpected exception becomes exit code 1 and one termination-log
+    line naming the cause; the traceback of an unexpected one goes to the log only."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return step()
+    except TuneError as exc:
+        log.error("%s", exc)
+        write_termination_message(str(exc), env)
+        return 1
+    except Exception as exc:
+        log.exception("unexpected failure")
+        write_termination_message(
+            f"{what} failed: internal error: {type(exc).__name__}: {exc}", env
+        )
+        return 1
