@@ -24,6 +24,7 @@ ADAPTER_AUTH_DIR = "/mnt/adapter-auth"
 ADAPTER_SOURCES_DIR = "/mnt/adapter-sources"  # volumeSource adapters, mounted read only
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod, not a temp file here)
 PROBE_PERIOD_S = 10
+RAY_PORT = 6379  # the Ray head port that presets.runtime.ray_cluster reads as KAITO_RAY_PORT
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 OCI_CLI = ["python", "-m", "presets.runtime.oci_cli"]
 
@@ -62,6 +63,7 @@ def _env(obj: Mapping[str, Any], resolved: Resolved, multi: bool) -> list[Obj]:
             {"name": "KAITO_LEADER_ADDRESS",
              "value": f"{name}-0.{name}-headless.{ns}.svc.cluster.local"},
             {"name": "KAITO_NODE_COUNT", "value": str(int(resolved.node_count))},
+            {"name": "KAITO_RAY_PORT", "value": str(RAY_PORT)},
         ]
     return env
 

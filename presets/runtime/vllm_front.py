@@ -12,6 +12,8 @@ OpenAI bodies it proxies.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ from flask import Flask, Response, jsonify, request
 from gunicorn.app.base import BaseApplication
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from presets.runtime import ray_cluster
 from presets.runtime.protocol import GenRequest, RequestError, parse_kaito_chat
 
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
@@ -188,21 +191,61 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return self.app
 
 
+def _start_ray(vllm_args: list[str]) -> tuple[subprocess.Popen[bytes], bool]:
+    """Start this pod's Ray process; on the head, wait for every node. Returns (ray, is_head)."""
+    env = os.environ
+    leader, port, wait_s = ray_cluster.settings(env)
+    ordinal = ray_cluster.pod_ordinal(env, socket.gethostname())
+    ray = subprocess.Popen(ray_cluster.ray_start_argv(ordinal, leader, port))  # noqa: S603
+    if ordinal != 0:
+        return ray, False
+    try:
+        ray_cluster.wait_for_nodes(ray_cluster.expected_nodes(vllm_args),
+                                   lambda: ray_cluster.run_status(port),
+                                   lambda: ray.poll() is None, wait_s)
+    except BaseException:
+        _stop(ray)
+        raise
+    return ray, True
+
+
+def _stop(child: subprocess.Popen[bytes] | None) -> None:
+    if child is not None and child.poll() is None:
+        child.terminate()
+        child.wait(timeout=30)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns, vllm_args = _parse(sys.argv[1:] if argv is None else argv)
     if not vllm_args:
         print("vllm_front: give the vLLM arguments after `--`", file=sys.stderr)
         return 2
+    ray: subprocess.Popen[bytes] | None = None
+    if ray_cluster.uses_ray(vllm_args):
+        try:
+            ray, is_head = _start_ray(vllm_args)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"vllm_front: {exc}", file=sys.stderr)
+            return 1
+        if not is_head:
+            worker = ray
+            try:
+                app = ray_cluster.create_worker_app(lambda: ray_cluster.pid_alive(worker.pid))
+                _Gunicorn(app, ns.port, ns.http_threads).run()
+            finally:
+                _stop(worker)
+            return 0
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", *vllm_args,
            "--host", "127.0.0.1", "--port", str(ns.vllm_port)]
     child = subprocess.Popen(cmd)  # noqa: S603 - our own argv, no shell
+    procs = [p for p in (child, ray) if p is not None]
     app = create_front_app(f"http://127.0.0.1:{ns.vllm_port}",
-                           alive=lambda: child.poll() is None)
+                           alive=lambda: all(ray_cluster.pid_alive(p.pid) for p in procs))
     try:
         _Gunicorn(app, ns.port, ns.http_threads).run()
     finally:
-        child.terminate()
-        child.wait(timeout=30)
+        _stop(child)
+        _stop(ray)
     return 0
 
 
