@@ -77,7 +77,8 @@ def _server(cache: Path, threads: int) -> tuple[subprocess.Popen[bytes], str]:
             if requests.get(url + "/health", timeout=5).status_code == 200:
                 return proc, url
         except requests.ConnectionError:
-            pass
+            time.sleep(0.2)  # not listening yet: the model server is still starting
+            continue
         time.sleep(0.2)
     proc.terminate()
     raise SystemExit("the server did not become ready in 180 s")

@@ -66,14 +66,13 @@ def image_problem(value: str) -> str | None:
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    if NUMERIC_HOST.match(host):
-        try:  # legacy spellings: 2130706433, 0x7f000001, 0177.0.0.1, 127.1
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
+    except ValueError:  # not a canonical address: it may still be a legacy numeric spelling
+        if not NUMERIC_HOST.match(host):
             return None
-    return None
+    try:  # legacy spellings: 2130706433, 0x7f000001, 0177.0.0.1, 127.1
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
