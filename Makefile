@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
-CODE := crds presets webhook reconciler hack tests
+CODE := crds presets runtime kaito webhook reconciler hack tests
 
-.PHONY: bootstrap test lint unit demo down cluster-up cluster-down golden bench
+.PHONY: bootstrap test lint unit demo down cluster-up cluster-down golden bench images push
 
 bootstrap:
 	@bash hack/bootstrap.sh
@@ -24,6 +24,17 @@ demo: bootstrap
 
 down: bootstrap
 	$(BIN)/python hack/demo.py down
+	$(BIN)/python -m rig.images stop
+
+# Every image in images/ (a local dockerd and the Debian base are made when missing;
+# unchanged images are reused by content hash). `make push REGISTRY=myreg.azurecr.io/kaito`
+# retags them under REGISTRY and pushes.
+images: bootstrap
+	$(BIN)/python -m rig.images build
+
+push: images
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=<registry>/<path>"; exit 2; }
+	$(BIN)/python -m rig.images push $(REGISTRY)
 
 cluster-up: bootstrap
 	bash hack/local-cluster.sh up

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal
 
 Kind = Literal["str", "int", "bool", "object", "strlist", "strmap", "model", "modellist"]
 
@@ -41,13 +41,6 @@ class Field:
     attr: str
     kind: Kind
     model: type[Any] | None = None
-
-
-class JsonModel(Protocol):
-    """A dataclass that carries its JSON field table and an `extra` dict."""
-
-    JSON_FIELDS: ClassVar[tuple[Field, ...]]
-    extra: dict[str, Any]
 
 
 def join(path: str, key: str | int) -> str:

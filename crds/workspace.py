@@ -21,15 +21,24 @@ __all__ = [
     "ANNOTATION_BYPASS",
     "ANNOTATION_CATALOG_REVISION",
     "ANNOTATION_MAX_MODEL_LEN",
+    "ANNOTATION_MODEL_ARTIFACT",
+    "ANNOTATION_NODE_IMAGE_FAMILY",
+    "ANNOTATION_PERFORMANCE_MODE",
     "ANNOTATION_PROVISIONER",
     "ANNOTATION_RUNTIME",
+    "ANNOTATION_USE_LOCAL_WEIGHTS",
+    "API_VERSION",
     "API_VERSIONS",
     "ERROR_TYPES",
     "FINALIZER",
+    "FINALIZERS_RELEASED",
     "GROUP",
     "KIND",
     "LABEL_WORKSPACE",
     "LABEL_WORKSPACE_NAMESPACE",
+    "PERFORMANCE_MODES",
+    "PROVISIONERS",
+    "RESERVED_LABEL_KEYS",
     "Adapter",
     "Condition",
     "DataDestination",
@@ -40,6 +49,7 @@ __all__ = [
     "PresetOptions",
     "PresetSpec",
     "Resource",
+    "StartupStep",
     "Tuning",
     "Workspace",
     "WorkspaceParseError",
@@ -47,20 +57,44 @@ __all__ = [
     "join",
     "parse_workspace",
     "parse_workspace_lenient",
+    "provisioner_of",
     "to_dict",
 ]
 
 GROUP = "kaito.sh"
 KIND = "Workspace"
 API_VERSIONS = ("kaito.sh/v1alpha1", "kaito.sh/v1beta1")
+# The version the operator lists, writes and names in owner references and Events.
+API_VERSION = "kaito.sh/v1beta1"
 LABEL_WORKSPACE = "kaito.sh/workspace"
 LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
+# Label keys only the operator puts on nodes (upstream Kaito's reserved set): a user's
+# resource.labelSelector never turns them into affinity or NodeClaim labels, and a selector
+# made only of them selects nothing of the user's.
+RESERVED_LABEL_KEYS = frozenset({
+    LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE,
+    "kaito.sh/ragengine", "kaito.sh/ragenginenamespace",
+    "karpenter.kaito.sh/workspace-name", "karpenter.kaito.sh/workspace-namespace",
+    "karpenter.kaito.sh/inferenceset", "karpenter.kaito.sh/inferenceset-namespace",
+})
 ANNOTATION_CATALOG_REVISION = "kaito.sh/catalog-revision"
 ANNOTATION_BYPASS = "kaito.sh/bypass-resource-checks"
 ANNOTATION_RUNTIME = "kaito.sh/runtime"
 ANNOTATION_MAX_MODEL_LEN = "kaito.sh/max-model-len"
 ANNOTATION_PROVISIONER = "kaito.sh/provisioner"
+# The values ANNOTATION_PROVISIONER (and the reconciler's --provisioner) may take.
+PROVISIONERS = ("karpenter", "aks", "byo")
+# The model's weights as an OCI artifact (`kaito model push`): REGISTRY/REPO:TAG or @sha256:..
+ANNOTATION_MODEL_ARTIFACT = "kaito.sh/model-artifact"
+# Upstream Kaito annotations we validate with upstream's verdicts (presets.validate).
+ANNOTATION_NODE_IMAGE_FAMILY = "kaito.sh/node-image-family"
+ANNOTATION_PERFORMANCE_MODE = "kaito.sh/performance-mode"
+PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")  # its values; vLLM's too
+ANNOTATION_USE_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
 FINALIZER = "workspace.kaito.sh/cleanup"
+# Every finalizer the reconciler releases once the nodes are gone: ours, and upstream Kaito's
+# (kaito-project/kaito pkg/utils/consts WorkspaceFinalizer), so migrated Workspaces delete.
+FINALIZERS_RELEASED = (FINALIZER, "workspace.finalizer.kaito.sh")
 
 
 def _extra() -> dict[str, Any]:
@@ -220,12 +254,32 @@ class Condition:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StartupStep:
+    """One step of the cold-start timeline the reconciler records (reconciler.startup)."""
+
+    step: str | None = None
+    time: str | None = None
+    seconds: int | None = None
+    message: str | None = None
+    extra: dict[str, Any] = field(default_factory=_extra)
+    JSON_FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("step", "step", "str"),
+        Field("time", "time", "str"),
+        Field("seconds", "seconds", "int"),
+        Field("message", "message", "str"),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkspaceStatus:
     worker_nodes: tuple[str, ...] | None = None
     target_node_count: int | None = None
     conditions: tuple[Condition, ...] | None = None
     observed_generation: int | None = None
     state: str | None = None
+    max_model_len: int | None = None
+    parallelism: str | None = None
+    startup: tuple[StartupStep, ...] | None = None
     extra: dict[str, Any] = field(default_factory=_extra)
     JSON_FIELDS: ClassVar[tuple[Field, ...]] = (
         Field("workerNodes", "worker_nodes", "strlist"),
@@ -233,6 +287,9 @@ class WorkspaceStatus:
         Field("conditions", "conditions", "modellist", Condition),
         Field("observedGeneration", "observed_generation", "int"),
         Field("state", "state", "str"),
+        Field("maxModelLen", "max_model_len", "int"),
+        Field("parallelism", "parallelism", "str"),
+        Field("startup", "startup", "modellist", StartupStep),
     )
 
 
@@ -271,6 +328,20 @@ class WorkspaceParseError(ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         self.errors = errors
         super().__init__("; ".join(str(e) for e in errors))
+
+
+def provisioner_of(annotations: Mapping[str, str] | None, default: str) -> str:
+    """The `kaito.sh/provisioner` annotation (any case, blanks ignored), else `default`.
+
+    Raises ValueError naming the allowed values for anything else. The one rule: the
+    validating webhook refuses what the reconciler would not run."""
+    chosen = ((annotations or {}).get(ANNOTATION_PROVISIONER) or default).strip().lower()
+    if chosen not in PROVISIONERS:
+        raise ValueError(
+            f"annotation {ANNOTATION_PROVISIONER}={chosen!r} is not a provisioner; "
+            f"use one of {', '.join(PROVISIONERS)}"
+        )
+    return chosen
 
 
 def parse_workspace_lenient(obj: Any) -> tuple[Workspace, list[FieldError]]:

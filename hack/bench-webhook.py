@@ -3,11 +3,14 @@
 
 Why: the apiserver calls the webhook on every Workspace write with a timeout; this shows what
 a request costs and where the time goes (TLS + HTTP + gunicorn, Flask, our core). It is not a
-test: it prints a table and ratios. Bounded: a fixed number of requests over keep-alive
-connections from one client process (threads), servers stopped at the end.
+test: it prints a table and ratios (medians of --runs runs). The webhook runs with the worker
+and thread counts the shipped Deployment gives it (read from
+manifests/base/webhook/deployment.yaml unless --workers/--threads say otherwise). Bounded: a
+fixed number of requests over keep-alive connections from one client process (threads),
+servers stopped at the end.
 Must not: run as part of the test suite or leave a server running.
 
-    .venv/bin/python hack/bench-webhook.py [--requests 3000] [--concurrency 4] [--workers 2]
+    .venv/bin/python hack/bench-webhook.py [--requests 3000] [--concurrency 4] [--runs 5]
 """
 
 from __future__ import annotations
@@ -27,13 +30,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from rig.procs import free_port  # noqa: E402
+from rig.procs import free_port
 
 # The same seed Workspace and AdmissionReview the webhook tests send.
-from tests.webhook.reviews import PHI3, review  # noqa: E402
+from rig.reviews import PHI3, review
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOYMENT = REPO / "manifests" / "base" / "webhook" / "deployment.yaml"
+
+
+def shipped_settings(path: Path = DEPLOYMENT) -> tuple[int, int]:
+    """(workers, threads) of the `kaito webhook serve` container in the shipped Deployment."""
+    import yaml
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        for c in ((doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+                  .get("containers") or []):
+            if c.get("command", [])[-1:] == ["serve"]:
+                flags = dict(a.removeprefix("--").split("=", 1) for a in c.get("args", [])
+                             if a.startswith("--") and "=" in a)
+                return int(flags["workers"]), int(flags["threads"])
+    raise SystemExit(f"{path}: no `kaito webhook serve` container with --workers/--threads")
 
 
 def bare_app() -> Any:
@@ -187,12 +204,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="per endpoint and phase")
     parser.add_argument("--concurrency", type=int, default=4, help="keep-alive connections")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None, help="default: the Deployment's")
+    parser.add_argument("--threads", type=int, default=None, help="default: the Deployment's")
+    parser.add_argument("--runs", type=int, default=5, help="medians of this many runs")
     parser.add_argument(
         "--serve-bare", nargs=2, metavar=("PORT", "CERT_DIR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
+    workers, threads = shipped_settings()
+    args.source = "manifests/base/webhook/deployment.yaml"
+    if args.workers is not None or args.threads is not None:
+        args.source = "command line"
+    args.workers = workers if args.workers is None else args.workers
+    args.threads = threads if args.threads is None else args.threads
     if args.serve_bare:
         serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]), args.workers, args.threads)
         return 0
@@ -257,20 +281,23 @@ def report(args: argparse.Namespace, ca: Path, hook_port: int, bare_port: int) -
         ("/mutate", hook_port, "/mutate", review(PHI3)),
         ("/validate", hook_port, "/validate", review(expanded())),
     ]
-    rows: dict[str, tuple[float, float, float]] = {}
-    for name, port, path, body in cases:
-        raw = json.dumps(body).encode()
-        load(port, ca, path, raw, 200, 2)  # warm-up
-        lat, _ = load(port, ca, path, raw, args.requests, 1)
-        _, wall = load(port, ca, path, raw, args.requests, args.concurrency)
-        rows[name] = (
-            pct(lat, 50),
-            pct(lat, 99),
-            args.requests // args.concurrency * args.concurrency / wall,
-        )
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, *_ in cases}
+    for _name, port, path, body in cases:
+        load(port, ca, path, json.dumps(body).encode(), 200, 2)  # warm-up
+    for _ in range(args.runs):
+        for name, port, path, body in cases:
+            raw = json.dumps(body).encode()
+            lat, _ = load(port, ca, path, raw, args.requests, 1)
+            _, wall = load(port, ca, path, raw, args.requests, args.concurrency)
+            runs[name].append((pct(lat, 50), pct(lat, 99),
+                               args.requests // args.concurrency * args.concurrency / wall))
+    rows = {name: (statistics.median(r[0] for r in got), statistics.median(r[1] for r in got),
+                   statistics.median(r[2] for r in got)) for name, got in runs.items()}
     print(
-        f"\nTLS + gunicorn gthread, {args.workers} workers x {args.threads} threads, "
-        f"{os.cpu_count()} CPUs shared with the client; {args.requests} requests per phase"
+        f"\nTLS + gunicorn gthread, {args.workers} workers x {args.threads} threads (from "
+        f"{args.source}), {os.cpu_count()} CPUs shared with the client; {args.requests} "
+        f"requests per phase, median of {args.runs} runs; load average "
+        f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
     )
     print(f"latency: 1 keep-alive connection; req/s: {args.concurrency} keep-alive connections\n")
     print(f"{'endpoint':<12} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")

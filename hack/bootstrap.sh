@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(iproute2 etcd-server golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev
-      docker-registry apache2-utils lua5.1 openssl curl)
+      docker-registry apache2-utils lua5.1 openssl curl docker.io debootstrap)
 
 missing=()
 for p in "${DEBS[@]}"; do

@@ -1,12 +1,15 @@
 """`make demo` / `make down`: the whole system on one machine, and nothing left after it.
 
-Why: this is the README's first command. `up` brings up the local control plane, the
-webhook, the reconciler and a simulated Karpenter + kubelet, then walks a newcomer through
-a real model answering "What is the capital of France?", a quota failure explained in
-status, and a Workspace refused for not fitting its GPUs. Every step is numbered and
-timed; a second `up` reuses what is already running. `down` stops exactly what `up`
-started (recorded PIDs, their process groups), removes the network namespaces and the
-state. `agents` is the background process that runs the simulated Karpenter and kubelet.
+Why: this is the README's first command. `up` does what a user does: builds our images,
+pushes them to a (local) registry, installs the operator from manifests/ with kubectl, and
+then walks a newcomer through the SmolLM2 model answering "What is the capital of France?"
+from the CPU runtime image in a real pod on a real node (a kubelet with its own dockerd),
+a quota failure explained in status, and a Workspace refused for not fitting its GPUs.
+The only stand-in is the cloud: a simulated Karpenter answers NodeClaims with real nodes.
+Every step is numbered and timed; a second `up` reuses what is already running. `down`
+stops exactly what `up` started: the Karpenter process, the real nodes (kubelets,
+dockerds, containers, bridges, iptables rules), the control plane, the registry, the
+host folder the model pods' weights cache made. `agents` is that background process.
 
 It must not: use any kubectl but the rig's (its version matches the server), touch a
 control plane or processes it did not start (the tests' `.local/test` stays alone), or
@@ -21,17 +24,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-HACK = Path(__file__).resolve().parent
-if str(HACK) not in sys.path:
-    sys.path.insert(0, str(HACK))
+# Run as a script (`python hack/demo.py`), so hack/ is sys.path[0] and its demo_* modules import.
+from demo_common import DEFAULT_STATE, DemoError, Steps, demo_dir
+from demo_procs import Registry, delete_netns, kill_pids, processes_under
 
-from demo_common import DEFAULT_STATE, DemoError, Steps, demo_dir  # noqa: E402
-from demo_procs import Registry, delete_netns, kill_pids, processes_under  # noqa: E402
+# The model pods' weights cache (reconciler.weights.DEFAULT_CACHE, a hostPath the real
+# kubelet creates on this machine); `down` removes it when `up` found it absent.
+WEIGHTS_HOST_DIR = Path("/var/lib/kaito/weights")
 
 
 def cmd_up(state: Path) -> int:
     from demo_steps import run_up
 
+    ddir = demo_dir(state)
+    ddir.mkdir(parents=True, exist_ok=True)
+    marker = ddir / "weights-dir-made"
+    if not WEIGHTS_HOST_DIR.exists() and not (ddir / "weights-dir-kept").exists():
+        marker.write_text(str(WEIGHTS_HOST_DIR))
+    elif not marker.exists():
+        (ddir / "weights-dir-kept").write_text(str(WEIGHTS_HOST_DIR))
     try:
         run_up(state, Steps())
     except DemoError as exc:
@@ -43,13 +54,15 @@ def cmd_up(state: Path) -> int:
 
 def cmd_down(state: Path) -> int:
     from rig.cluster import ControlPlane
+    from rig.imageregistry import ImageRegistry
 
     ddir = demo_dir(state)
     registry = Registry(ddir)
     stopped = registry.stop_all()
     for line in stopped:
         print(f"stopped {line}")
-    pods_dir = ddir / "pods"  # the simulated kubelet's pod processes run with this cwd
+    # A demo started by the older, simulated-kubelet version: its pod processes and netns.
+    pods_dir = ddir / "pods"
     leftovers = processes_under(pods_dir) if pods_dir.exists() else []
     if leftovers:
         print(f"stopping {len(leftovers)} pod process(es) left in {pods_dir}")
@@ -58,8 +71,11 @@ def cmd_down(state: Path) -> int:
     if netns_file.exists():
         for name in delete_netns(netns_file.read_text().split()):
             print(f"deleted network namespace {name}")
-    for line in ControlPlane(state).down():
+    for line in ImageRegistry(state).stop(remove=True):
         print(f"stopped {line}")
+    for line in ControlPlane(state).down():  # real nodes first, then the control plane
+        print(f"stopped {line}")
+    _remove_weights_dir(ddir)
     shutil.rmtree(ddir, ignore_errors=True)
     for leftover in (state / "logs",):
         if leftover.is_dir() and not any(leftover.iterdir()):
@@ -70,6 +86,16 @@ def cmd_down(state: Path) -> int:
         state.rmdir()
     print("the demo is stopped; nothing of it is left running")
     return 0
+
+
+def _remove_weights_dir(ddir: Path) -> None:
+    """The model pods' hostPath cache, when `up` found it absent (and its parent if empty)."""
+    if (ddir / "weights-dir-made").exists() and WEIGHTS_HOST_DIR.is_dir():
+        shutil.rmtree(WEIGHTS_HOST_DIR)
+        parent = WEIGHTS_HOST_DIR.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+        print(f"removed {WEIGHTS_HOST_DIR} (made by the model pods' hostPath)")
 
 
 def cmd_status(state: Path) -> int:
@@ -107,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("up", help="bring everything up and walk through the demo")
     sub.add_parser("down", help="stop everything the demo started and remove its state")
     sub.add_parser("status", help="what is running")
-    sub.add_parser("agents", help="(internal) run the simulated Karpenter and kubelet")
+    sub.add_parser("agents", help="(internal) run the simulated Karpenter (real nodes)")
     args = parser.parse_args(argv)
     state = args.state_dir.resolve()
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "agents": cmd_agents}

@@ -1,29 +1,35 @@
-"""Steps 1-3 of `make demo`: control plane + CRDs + webhook, reconciler, simulated agents.
+"""Steps 1-4 of `make demo`: control plane, images, real nodes, the operator from manifests/.
 
-Why: these bring the system up and are idempotent: a running, healthy piece is reused, so
-a second `make demo` costs seconds. Also holds `Ctx`, what every step shares. It must not
-wait without a deadline or call any kubectl but the rig's.
+Why: these bring the system up the way a user installs it: our images are built (rig.images)
+and pushed to a local registry, a real node (kubelet + its own dockerd) joins as the
+system pool, the simulated Karpenter answers NodeClaims with more real nodes, and the
+operator is installed from manifests/ (the karpenter overlay, with the image name pointing
+at the local registry) and runs as real pods. Every step is idempotent: a running,
+healthy piece is reused, so a second `make demo` costs seconds. Also holds `Ctx`, what
+every step shares.
+
+It must not: wait without a deadline, call any kubectl but the rig's, or fall back to a
+simulated kubelet: when a real part cannot start, the demo stops with the reason.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
+import json
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from demo_agents import READY_FILE
+from demo_agents import AGENTS_CONFIG, READY_FILE
 from demo_common import REPO, DemoError, Steps, demo_dir
 from demo_procs import Registry
 
-CRDS = (
-    REPO / "crds" / "kaito.sh_workspaces.yaml",
-    REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml",
-)
+NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
+SYSTEM_NODE = "kaito-system-1"
+# The images the demo runs: the operator (webhook, bootstrap, reconciler) and the CPU
+# model server; the tuning image when the tuning example runs.
+DEMO_IMAGES = ("operator", "cpu-runtime")
 
 
 class Ctx:
@@ -36,8 +42,9 @@ class Ctx:
         self.cp = ControlPlane(state)
         self.dir = demo_dir(state)
         self.registry = Registry(self.dir)
-        self.kaito = str(Path(sys.executable).parent / "kaito")
         self.api: Any = None
+        self.registry_host = ""
+        self.passes = 0
 
     def kubectl(
         self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
@@ -60,30 +67,27 @@ class Ctx:
             self.steps.say(f"  {line}")
         return done.stdout
 
+    def reconcile(self) -> str:
+        """One reconcile pass now: a Job from the reconciler CronJob (it also runs each minute)."""
+        from rig.operator import OperatorError, reconcile_pass
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _https_ok(url: str, ca: Path) -> bool:
-    try:
-        ctx = ssl.create_default_context(cafile=str(ca))
-        with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310 (our https URL)
-            return bool(resp.status == 200)
-    except (OSError, ssl.SSLError):
-        return False
+        self.passes += 1
+        name = f"kaito-reconciler-demo-{int(time.time())}-{self.passes}"
+        try:
+            log = reconcile_pass(self.kubectl, name)
+        except OperatorError as exc:
+            raise DemoError(f"the reconcile pass {name} failed:\n{exc}") from exc
+        lines = [ln for ln in log.strip().splitlines() if "pass:" in ln]
+        return lines[-1] if lines else log.strip()[-300:]
 
 
 def step_control_plane(ctx: Ctx) -> None:
     from kubernetes import config
+
     from rig.cluster import ControlPlaneError
     from rig.k8sbuild import BuildError, Progress
 
-    ctx.steps.begin(
-        "Local control plane (etcd, kube-apiserver, controller-manager, scheduler), CRDs, webhook"
-    )
+    ctx.steps.begin("Local control plane (etcd, kube-apiserver, controller-manager, scheduler)")
     was_up = ctx.cp.is_up()
     try:
         ctx.cp.up(progress=Progress(sys.stdout))
@@ -92,147 +96,115 @@ def step_control_plane(ctx: Ctx) -> None:
     ctx.steps.say(
         ("reused the running" if was_up else "started the") + f" control plane at {ctx.cp.server}"
     )
+    if ctx.cp.address == "127.0.0.1":
+        raise DemoError("the control plane listens on 127.0.0.1 only: real nodes need root "
+                        "(the rig's bridge address for the apiserver); run `make demo` as root")
     ctx.api = config.new_client_from_config(config_file=str(ctx.cp.kubeconfig))  # type: ignore[no-untyped-call]
-    for crd in CRDS:
-        ctx.kubectl("apply", "--validate=false", "-f", str(crd))
-    ctx.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/workspaces.kaito.sh",
-        "crd/nodeclaims.karpenter.sh",
-    )
-    ctx.steps.say("CRDs installed: workspaces.kaito.sh, nodeclaims.karpenter.sh")
-    _webhook(ctx)
+    ctx.kubectl("apply", "--validate=false", "-f", str(NODECLAIM_CRD))
+    ctx.steps.say("the cloud's CRD for the simulated Karpenter: nodeclaims.karpenter.sh")
     ctx.steps.end()
 
 
-def _webhook(ctx: Ctx) -> None:
-    from rig.webhook import register_webhooks
+def step_images(ctx: Ctx) -> None:
+    from rig.imageregistry import ImageRegistry, RegistryError, publish
+    from rig.images import build, dockerd
 
-    certs = ctx.dir / "webhook-certs"
-    port_file = ctx.dir / "webhook.port"
-    rec = ctx.registry.alive("webhook")
-    if (
-        rec
-        and port_file.exists()
-        and _https_ok(f"https://127.0.0.1:{port_file.read_text().strip()}/readyz", certs / "ca.crt")
-    ):
-        port = int(port_file.read_text())
-        ctx.steps.say(f"reused the running webhook (pid {rec.pid}) on https://127.0.0.1:{port}")
-    else:
-        port = _free_port()
-        ctx.dir.mkdir(parents=True, exist_ok=True)
-        port_file.write_text(str(port))
-        rec = ctx.registry.start(
-            "webhook",
-            [
-                ctx.kaito,
-                "webhook",
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--cert-dir",
-                str(certs),
-                "--ip",
-                "127.0.0.1",
-            ],
-        )
-        deadline = time.monotonic() + 60
-        while not _https_ok(f"https://127.0.0.1:{port}/readyz", certs / "ca.crt"):
-            if time.monotonic() > deadline or ctx.registry.alive("webhook") is None:
-                raise DemoError(f"the webhook did not become ready on port {port}; see {rec.log}")
-            time.sleep(0.2)
-        ctx.steps.say(
-            f"started `kaito webhook serve` (pid {rec.pid}) on https://127.0.0.1:{port} (TLS)"
-        )
-    register_webhooks(
-        ctx.api, url=f"https://127.0.0.1:{port}", ca_bundle=(certs / "ca.crt").read_bytes()
-    )
-    ctx.steps.say(
-        "registered it by URL with its caBundle (Mutating- and ValidatingWebhookConfiguration)"
-    )
-
-
-def step_reconciler(ctx: Ctx) -> None:
-    ctx.steps.begin(
-        "Reconciler: `kaito reconcile --watch` in the background, and one `--once` pass"
-    )
-    rec = ctx.registry.alive("reconciler")
-    if rec:
-        ctx.steps.say(f"reused the running reconciler (pid {rec.pid})")
-    else:
-        rec = ctx.registry.start(
-            "reconciler",
-            [
-                ctx.kaito,
-                "reconcile",
-                "--watch",
-                "--provisioner",
-                "karpenter",
-                "--kubeconfig",
-                str(ctx.cp.kubeconfig),
-            ],
-        )
-        time.sleep(1.0)
-        if ctx.registry.alive("reconciler") is None:
-            raise DemoError(f"`kaito reconcile --watch` exited at once; see {rec.log}")
-        ctx.steps.say(f"started `kaito reconcile --watch` (pid {rec.pid}), log {rec.log}")
-    once = subprocess.run(
-        [
-            ctx.kaito,
-            "reconcile",
-            "--once",
-            "--provisioner",
-            "karpenter",
-            "--kubeconfig",
-            str(ctx.cp.kubeconfig),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    ctx.steps.say("$ kaito reconcile --once   (the CronJob's command: one complete pass)")
-    for line in (once.stdout + once.stderr).strip().splitlines()[-3:]:
-        ctx.steps.say(f"  {line}")
-    if once.returncode != 0:
-        raise DemoError(f"`kaito reconcile --once` failed (exit {once.returncode})")
+    ctx.steps.begin("Images from images/ (rig.images), pushed to a local registry")
+    try:
+        engine = dockerd.ensure()
+    except RuntimeError as exc:
+        raise DemoError(f"no Docker engine to build the images:\n{exc}") from exc
+    ctx.steps.say(f"image-build engine {engine.host}{' (ours)' if engine.ours else ''}")
+    known = {i.folder: i for i in build.IMAGES}
+    names = []
+    for folder in DEMO_IMAGES:
+        ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {folder}: checking its inputs "
+                      "(a cold build takes minutes)")
+        try:
+            done = build.build(engine, known[folder],
+                               lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise DemoError(f"building {folder} failed:\n{exc}") from exc
+        verb = "reused (inputs unchanged)" if done.reused else f"built in {done.seconds:.0f} s"
+        ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {done.tag}: {verb}, {done.size_mb:.0f} MB")
+        names.append(done.tag)
+    registry = ImageRegistry(ctx.state)
+    try:
+        ctx.registry_host = registry.start()
+        ctx.steps.say(f"local registry (Debian's docker-registry) on {ctx.registry_host}")
+        published = publish(engine, ctx.registry_host, names,
+                            lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    (ctx.dir / AGENTS_CONFIG).write_text(json.dumps(
+        {"preload": [[p.local, p.name] for p in published if "runtime" in p.name]}))
     ctx.steps.end()
 
 
-def step_agents(ctx: Ctx) -> None:
-    ctx.steps.begin("Simulated Karpenter (no quota for Standard_NC6s_v3) and kubelet")
+def step_nodes(ctx: Ctx) -> None:
+    from rig.realnode import RealNodeError, RealNodes
+
+    ctx.steps.begin("Real nodes: a system node, and the simulated Karpenter starting more")
+    nodes = RealNodes(ctx.state)
+    if SYSTEM_NODE in nodes.names():
+        ctx.steps.say(f"reused the running node {SYSTEM_NODE}")
+    else:
+        try:
+            t = nodes.start(SYSTEM_NODE, labels={"kubernetes.azure.com/mode": "system"})
+        except RealNodeError as exc:
+            raise DemoError(f"the system node did not start:\n{exc}") from exc
+        ctx.steps.say(f"{SYSTEM_NODE}: its own dockerd ({t.dockerd:.1f} s) and a real kubelet "
+                      f"1.20 (Ready at {t.ready:.1f} s)")
+    rec = nodes.record(SYSTEM_NODE) or {}
+    ctx.steps.say(f"node IP {rec.get('ip')} on bridge {rec.get('bridge')}; pods get "
+                  f"{rec.get('subnet')}; kube-proxy (iptables) and cluster DNS run beside it")
+    _agents(ctx)
+    ctx.steps.end()
+
+
+def _agents(ctx: Ctx) -> None:
     ready = ctx.dir / READY_FILE
     rec = ctx.registry.alive("agents")
     if rec and ready.exists():
-        ctx.steps.say(f"reused the running agents (pid {rec.pid})")
-    else:
-        ready.unlink(missing_ok=True)
-        rec = ctx.registry.start(
-            "agents",
-            [
-                sys.executable,
-                str(REPO / "hack" / "demo.py"),
-                "--state-dir",
-                str(ctx.state),
-                "agents",
-            ],
-        )
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if time.monotonic() > deadline or ctx.registry.alive("agents") is None:
-                raise DemoError(f"the simulated Karpenter/kubelet did not start; see {rec.log}")
-            time.sleep(0.2)
-        ctx.steps.say(f"started them (pid {rec.pid}), log {rec.log}")
-    if ready.read_text().strip() == "netns":
-        ctx.steps.say(
-            "pods run in one network namespace per simulated node (10.244.N.2), so their "
-            "Service gets endpoints and the apiserver's service proxy reaches them"
-        )
-    else:
-        ctx.steps.say(
-            "NOT root: pod processes run on loopback (no network namespaces); the Service "
-            "gets no endpoints, so the demo calls the model server directly"
-        )
+        ctx.steps.say(f"reused the running simulated Karpenter (pid {rec.pid})")
+        return
+    ready.unlink(missing_ok=True)
+    rec = ctx.registry.start(
+        "agents",
+        [sys.executable, str(REPO / "hack" / "demo.py"), "--state-dir", str(ctx.state), "agents"],
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if time.monotonic() > deadline or ctx.registry.alive("agents") is None:
+            raise DemoError(f"the simulated Karpenter did not start; see {rec.log}")
+        time.sleep(0.2)
+    ctx.steps.say(f"simulated Karpenter (pid {rec.pid}, log {rec.log}): a NodeClaim becomes a "
+                  "real node with the claim's labels, taints and the SKU's nvidia.com/gpu; "
+                  "no quota for Standard_NC6s_v3")
+
+
+def step_operator(ctx: Ctx) -> None:
+    from rig import operator
+    from rig.images import build
+
+    ctx.steps.begin("The operator from manifests/: kubectl apply, then wait for its pods")
+    overlay = operator.write_overlay(ctx.dir / "overlay", ctx.registry_host, build.version())
+    ctx.steps.say(f"local overlay {overlay}/kustomization.yaml: the karpenter overlay with")
+    ctx.steps.say(f"  images: ghcr.io/kaito-py/kaito -> {ctx.registry_host}/kaito-py/kaito")
+    try:
+        docs = operator.render(ctx.kubectl, overlay)
+        ctx.steps.say("$ kubectl kustomize | kubectl apply -f -   (= `kubectl apply -k` on "
+                      "1.21+; the 1.20 rig gets CronJob/PDB as v1beta1)")
+        out = operator.apply(ctx.kubectl, docs, ctx.dir / "overlay")
+        for line in out.strip().splitlines():
+            ctx.steps.say(f"  {line}")
+        operator.wait_installed(
+            ctx.kubectl, timeout=300,
+            say=lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
+    except operator.OperatorError as exc:
+        raise DemoError(str(exc)) from exc
+    ctx.show("get", "pods", "-n", operator.NAMESPACE, "-o", "wide")
+    ctx.steps.say("$ kubectl create job --from=cronjob/kaito-reconciler ...   (one pass now "
+                  "instead of waiting for the minute)")
+    ctx.steps.say(f"  {ctx.reconcile()}")
     ctx.steps.end()

@@ -18,9 +18,9 @@ class DemoError(RuntimeError):
 
 
 class Steps:
-    """Prints `[n/8] title` when a step starts and its elapsed seconds when it ends."""
+    """Prints `[n/9] title` when a step starts and its elapsed seconds when it ends."""
 
-    TOTAL = 8
+    TOTAL = 9
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -42,6 +42,9 @@ class Steps:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.step_started
+
+    def total(self) -> float:
+        return time.monotonic() - self.started
 
 
 def demo_dir(state: Path) -> Path:

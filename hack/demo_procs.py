@@ -1,7 +1,8 @@
 """The demo's background processes: start detached, record, recognise, stop; nothing else.
 
-Why: `make demo` leaves the webhook, the reconciler and the simulated Karpenter/kubelet
-running, and `make down` must stop exactly those, even from another shell, days later.
+Why: `make demo` leaves its background process (the simulated Karpenter; the operator
+itself runs as pods) running, and `make down` must stop exactly that, even from another
+shell, days later.
 Each process is started in its own session (so its process group is its PID) and recorded
 in `<demo dir>/procs.json` with its start time (from /proc/PID/stat); a recorded PID counts
 as ours only while /proc shows the same start time, so a recycled PID is never signalled

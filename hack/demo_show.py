@@ -50,10 +50,15 @@ def wait_for_condition(
     *,
     timeout: float,
     interval: float = 1.0,
+    tick: Callable[[], str] | None = None,
 ) -> Conditions:
-    """Poll the Workspace's conditions until `done`; print each new thing waited for, timed."""
+    """Poll the Workspace's conditions until `done`; print each new thing waited for, timed.
+
+    tick: called between polls (the demo runs a reconcile pass there) and its line printed
+    when it changes."""
     deadline = time.monotonic() + timeout
     last = ""
+    last_tick = ""
     last_print = 0.0
     while True:
         conds = workspace_conditions(ctx, name)
@@ -67,10 +72,29 @@ def wait_for_condition(
         if now > deadline:
             raise DemoError(
                 f"Workspace {name} not there after {timeout:.0f} s; last: {what}\n"
-                f"logs: {ctx.dir / 'logs'} (webhook, reconciler, agents) and "
-                f"{ctx.dir / 'pods'} (the model server)"
+                f"pods: kubectl get pods -A -o wide; the simulated Karpenter's log: "
+                f"{ctx.dir / 'logs'}; node logs: {ctx.state / 'nodes' / 'logs'}"
             )
+        if tick is not None:
+            said = tick()
+            counts = said.split("pass:")[-1].split(" duration=")[0]
+            if said and counts != last_tick:
+                ctx.steps.say(f"[{ctx.steps.elapsed():5.1f} s] reconcile {said.split('INFO ')[-1]}")
+                last_tick = counts
         time.sleep(interval)
+
+
+def show_startup(ctx: Ctx, name: str, namespace: str = "default") -> None:
+    """Print the cold-start timeline the reconciler keeps in status.startup."""
+    done = ctx.kubectl("get", "workspace", "-n", namespace, name, "-o", "json")
+    steps = (json.loads(done.stdout).get("status") or {}).get("startup") or []
+    if not steps:
+        ctx.steps.say("(no cold-start timeline in status.startup yet)")
+        return
+    ctx.steps.say(f"cold start of {name} (status.startup; seconds since the step before):")
+    for step in steps:
+        ctx.steps.say(f"  {step.get('time')}  {step.get('step'):<14} +{step.get('seconds', 0):>4} s"
+                      f"  {step.get('message', '')}")
 
 
 def show_usage(ctx: Ctx, name: str, model: str, namespace: str = "default") -> None:
@@ -98,7 +122,11 @@ def show_usage(ctx: Ctx, name: str, model: str, namespace: str = "default") -> N
         "  print(reply.choices[0].message.content)",
         "  EOF",
         "",
-        f"Logs: {ctx.dir / 'logs'} (webhook, reconciler, agents), {ctx.dir / 'pods'} (pods)",
+        "  kubectl get pods -A -o wide   # the operator's and the model's pods, real nodes",
+        "  kubectl logs -n kaito-system deploy/kaito-webhook",
+        "",
+        f"Logs: {ctx.dir / 'logs'} (the simulated Karpenter), {ctx.state / 'nodes' / 'logs'} "
+        "(kubelets, dockerds)",
         "Stop everything and remove its state:  make down",
     ]
     for line in lines:

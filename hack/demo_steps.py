@@ -1,8 +1,10 @@
-"""Steps 4-8 of `make demo`: the terse Workspace, readiness, /chat, failures, usage.
+"""Steps 5-9 of `make demo`: the terse Workspace, readiness, /chat, failures, usage.
 
 Why: hack/demo.py is the command line and demo_bringup brings the system up; this module
-is the walk-through itself. Re-applying a Workspace is harmless (the webhook keeps it
-`unchanged`), so a second `make demo` repeats the walk-through in seconds.
+is the walk-through itself, against the operator running as pods (the webhook admits, the
+reconciler's CronJob passes reconcile; the demo triggers a pass from the CronJob while it
+waits instead of waiting for the minute). Re-applying a Workspace is harmless (the webhook
+keeps it `unchanged`), so a second `make demo` repeats the walk-through in seconds.
 
 It must not: wait without a deadline, print a step without its number and time, or call
 any kubectl but the rig's.
@@ -12,14 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from demo_agents import READY_FILE
-from demo_bringup import Ctx, step_agents, step_control_plane, step_reconciler
+from demo_bringup import Ctx, step_control_plane, step_images, step_nodes, step_operator
 from demo_common import REPO, DemoError, Steps
-from demo_show import show_usage, wait_for_condition, workspace_conditions
+from demo_show import show_startup, show_usage, wait_for_condition, workspace_conditions
 
 NAMESPACE = "default"
 SMOLLM = REPO / "examples" / "smollm2-135m-instruct.yaml"
@@ -29,7 +29,8 @@ QUESTION = "What is the capital of France?"
 
 
 def step_apply_smollm(ctx: Ctx) -> None:
-    ctx.steps.begin(f"Apply the terse Workspace {SMOLLM.relative_to(REPO)} and show its expansion")
+    ctx.steps.begin(f"Apply the terse Workspace {SMOLLM.relative_to(REPO)}: the webhook pods "
+                    "admit it (defaults filled in)")
     for line in SMOLLM.read_text().splitlines():
         ctx.steps.say(f"  | {line}")
     ctx.show("apply", "-n", NAMESPACE, "-f", str(SMOLLM))
@@ -66,28 +67,31 @@ def _preset(path: Path) -> str:
 
 
 def step_wait_ready(ctx: Ctx) -> None:
-    ctx.steps.begin("Wait until WORKSPACEREADY is True (nodes, pod, model loading)")
+    ctx.steps.begin("Wait until WORKSPACEREADY is True (NodeClaim, real node, image, model)")
     wait_for_condition(
         ctx,
         _name(SMOLLM),
         lambda c: c.get("WorkspaceReady", {}).get("status") == "True",
         timeout=900,
+        tick=ctx.reconcile,
     )
     ctx.show("get", "workspace", "-n", NAMESPACE)
+    ctx.show("get", "pods", "-n", NAMESPACE, "-o", "wide", "-l",
+             f"kaito.sh/workspace={_name(SMOLLM)}")
+    show_startup(ctx, _name(SMOLLM), NAMESPACE)
     ctx.steps.end()
 
 
 def step_chat(ctx: Ctx) -> None:
-    ctx.steps.begin(f'POST /chat {{"prompt": "{QUESTION}"}} through the apiserver\'s service proxy')
+    ctx.steps.begin(f'POST /chat {{"prompt": "{QUESTION}"}} through its Service')
     name = _name(SMOLLM)
     body = json.dumps({"prompt": QUESTION, "generate_kwargs": {"max_new_tokens": 24}})
-    loopback = (ctx.dir / READY_FILE).read_text().strip() != "netns"
-    if loopback:
-        answer = _chat_direct(ctx, name, body)
-    else:
-        path = f"/api/v1/namespaces/{NAMESPACE}/services/{name}:80/proxy/chat"
-        ctx.steps.say(f"$ kubectl create --raw {path} -f - <<< '{body}'")
-        answer = ctx.kubectl("create", "--raw", path, "-f", "-", input=body, timeout=300).stdout
+    image = ctx.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kaito.sh/workspace={name}",
+                        "-o", "jsonpath={.items[0].status.containerStatuses[0].imageID}").stdout
+    ctx.steps.say(f"the model pod runs {image} (pulled from the local registry)")
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/{name}:80/proxy/chat"
+    ctx.steps.say(f"$ kubectl create --raw {path} -f - <<< '{body}'")
+    answer = ctx.kubectl("create", "--raw", path, "-f", "-", input=body, timeout=300).stdout
     try:
         text = str(json.loads(answer).get("Result", answer))
     except (json.JSONDecodeError, AttributeError):
@@ -95,25 +99,9 @@ def step_chat(ctx: Ctx) -> None:
     ctx.steps.say(f"answer: {text.strip()}")
     if "paris" not in text.lower():
         raise DemoError(f"the model's answer does not mention Paris: {text!r}")
+    ctx.steps.say(f"Paris answered {ctx.steps.total():.1f} s after `make demo` started")
     ctx.show("get", "workspace", "-n", NAMESPACE)
     ctx.steps.end()
-
-
-def _chat_direct(ctx: Ctx, name: str, body: str) -> str:
-    pods = ctx.kubectl(
-        "get", "pods", "-n", NAMESPACE, "-l", f"kaito.sh/workspace={name}", "-o", "json"
-    )
-    items = json.loads(pods.stdout)["items"]
-    if not items:
-        raise DemoError(f"no pod of Workspace {name} found")
-    ip = items[0]["status"].get("podIP", "127.0.0.1")
-    url = f"http://{ip}:5000/chat"
-    ctx.steps.say(f"(loopback mode) POST {url}")
-    req = urllib.request.Request(
-        url, data=body.encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=300) as resp:  # noqa: S310 (our own pod's address)
-        return str(resp.read().decode())
 
 
 def step_failures(ctx: Ctx) -> None:
@@ -124,7 +112,7 @@ def step_failures(ctx: Ctx) -> None:
     def quota(conds: dict[str, dict[str, Any]]) -> bool:
         return "quota" in str(conds.get("ResourceReady", {}).get("message", "")).lower()
 
-    wait_for_condition(ctx, phi, quota, timeout=120)
+    wait_for_condition(ctx, phi, quota, timeout=180, tick=ctx.reconcile)
     ctx.show("get", "workspace", "-n", NAMESPACE)
     cond = workspace_conditions(ctx, phi).get("ResourceReady", {})
     ctx.steps.say(
@@ -145,8 +133,9 @@ def run_up(state: Path, steps: Steps) -> None:
     try:
         for step in (
             step_control_plane,
-            step_reconciler,
-            step_agents,
+            step_images,
+            step_nodes,
+            step_operator,
             step_apply_smollm,
             step_wait_ready,
             step_chat,

@@ -1,4 +1,5 @@
-"""Model and GPU catalogs, expansion, validation and GPU fit (pure).
+"""The pure core: model and GPU catalogs, expansion, validation, GPU fit, pod command lines.
 
-The data-plane runtime (model server, tuning job) lives in presets.runtime.
+No I/O beyond reading the shipped catalogs, no torch. The data plane is the `runtime`
+package and the `kaito` command the `kaito` package; neither is imported from here.
 """

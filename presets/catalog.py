@@ -10,9 +10,10 @@ caller loads a `Catalog` once and passes it around. This module reads files only
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -91,6 +92,8 @@ class ModelSpec:
     deprecated: bool = False
     replaced_by: tuple[str, ...] = ()
     vllm_args: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    revision: str | None = None  # the Hugging Face commit the weights are fetched at
+    weights_in_image: bool = False  # the transformers runtime image bakes the weights
 
     def kv_cache_gib(self, tokens: int) -> float:
         """KV cache for `tokens` tokens of context, in GiB."""
@@ -181,6 +184,8 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
         deprecated=raw.get("deprecated", False),
         replaced_by=tuple(raw.get("replacedBy") or ()),
         vllm_args=MappingProxyType(dict(raw.get("vllmArgs") or {})),
+        revision=raw.get("revision"),
+        weights_in_image=raw.get("weightsInImage", False),
     )
 
 
@@ -202,6 +207,17 @@ def _instance_type(raw: Mapping[str, Any]) -> InstanceType:
 def _revision(models_doc: Any, types_doc: Any) -> str:
     canonical = json.dumps([models_doc, types_doc], sort_keys=True, separators=(",", ":"))
     return "sha256-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean A or B?" for up to three known names close to `name` (any case), else "".
+
+    The one wording of the hint every refusal of an unknown name gives (presets, instance
+    types, `kaito fit`)."""
+    by_lower = {k.lower(): k for k in known}
+    close = [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower),
+                                                            n=3, cutoff=0.6)]
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def load_catalog(models: Path | None = None, instance_types: Path | None = None) -> Catalog:

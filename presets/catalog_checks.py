@@ -106,6 +106,8 @@ def _str_list(value: Any) -> str | None:
 MODEL_FIELDS: dict[str, Check] = {
     "name": _regex(NAME_RE, "a lower-case preset name"),
     "hfId": _regex(HF_ID_RE, "a Hugging Face id org/name"),
+    "revision": _regex(re.compile(r"^[0-9a-f]{40}$"), "a 40-hex Hugging Face commit id"),
+    "weightsInImage": _bool,
     "family": _str,
     "parametersB": _number(0, strict=True),
     "dtype": _one_of(DTYPES),
@@ -128,11 +130,14 @@ MODEL_FIELDS: dict[str, Check] = {
     "replacedBy": _str_list,
     "vllmArgs": _flag_map,
 }
-# May be left out: `image` is absent exactly for `access: private` (the user brings it),
+# May be left out: `revision` where no commit is known (main is fetched), `weightsInImage`
+# unless the runtime image bakes the weights, `image` is absent
+# exactly for `access: private` (the user brings it),
 # the MLA pair only for MLA models, the deprecation pair only for deprecated presets,
 # vllmArgs only for models that need extra vLLM flags to load (e.g. Mistral's formats).
 OPTIONAL_MODEL_FIELDS = frozenset(
-    {"image", "kvLoraRank", "qkRopeHeadDim", "deprecated", "replacedBy", "vllmArgs"}
+    {"revision", "weightsInImage", "image", "kvLoraRank", "qkRopeHeadDim", "deprecated",
+     "replacedBy", "vllmArgs"}
 )
 
 INSTANCE_TYPE_FIELDS: dict[str, Check] = {

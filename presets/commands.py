@@ -2,9 +2,9 @@
 
 Why: the reconciler puts this command into the pod it creates; the webhook and the
 offline `render` may show it. Two shapes: our transformers server
-(`python -m presets.runtime.server ...`) and, for GPU presets, vLLM's OpenAI server behind
-our thin front (`python -m presets.runtime.vllm_front ... -- <vLLM arguments>`).
-What it must not do: import torch or anything under presets.runtime (the reconciler
+(`python -m runtime.serving.server ...`) and, for GPU presets, vLLM's OpenAI server behind
+our thin front (`python -m runtime.serving.vllm_front ... -- <vLLM arguments>`).
+What it must not do: import torch or the `runtime` package (the reconciler
 imports this module), read the clock, files or environment. Same inputs, same list.
 """
 
@@ -14,8 +14,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from crds.workspace import Workspace
-from presets.catalog import ModelSpec
+from crds.workspace import (
+    ANNOTATION_MODEL_ARTIFACT,
+    ANNOTATION_PERFORMANCE_MODE,
+    PERFORMANCE_MODES,
+    Workspace,
+)
 from presets.expand import Resolved
 from presets.fit import GPU_MEMORY_UTILIZATION
 
@@ -56,22 +60,97 @@ def _strength_text(value: float) -> str:
     return repr(value) if value != int(value) else f"{int(value)}.0"
 
 
+def weights_source(annotations: Mapping[str, str], resolved: Resolved) -> tuple[str, str | None]:
+    """(model, revision): where the runtime gets the weights (runtime.weights reads it).
+
+    The Workspace's model artifact (`oci://REF`, annotation kaito.sh/model-artifact), else
+    the user's image for a private preset, else the weights the runtime image bakes, else
+    the Hugging Face repository at the catalog's pinned revision."""
+    artifact = annotations.get(ANNOTATION_MODEL_ARTIFACT, "").strip()
+    model = resolved.model
+    if artifact:
+        return f"oci://{artifact.removeprefix('oci://')}", None
+    if model is None:
+        return str(resolved.preset), None
+    if model.access == "private":
+        return PRIVATE_WEIGHTS_DIR, None
+    if model.weights_in_image and resolved.runtime == "transformers":
+        return str(resolved.preset), None
+    return model.hf_id, model.revision
+
+
+def weights_args(annotations: Mapping[str, str], resolved: Resolved) -> list[str]:
+    """`--model M [--revision R]` for our server and the tuning job (see weights_source)."""
+    model, revision = weights_source(annotations, resolved)
+    return ["--model", model] + (["--revision", revision] if revision else [])
+
+
+# The `transformers:` keys of the inference ConfigMap our server takes (its flags), each
+# with the type it parses; the keys the pod owns (model, port, adapters) are not among them.
+TRANSFORMERS_KEYS: Mapping[str, type] = {
+    "max-model-len": int,
+    "dtype": str,
+    "threads": int,
+    "http-threads": int,
+    "default-max-tokens": int,
+    "max-queue": int,
+    "max-body-bytes": int,
+    "max-prompt-chars": int,
+    "max-tokens-limit": int,
+    "stuck-after": float,
+}
+
+
+def _transformers_options(config: Mapping[str, Any]) -> dict[str, str]:
+    """The `transformers:` section as server flags; CommandError names a key it lacks."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        flag = str(key).strip().lstrip("-").replace("_", "-")
+        kind = TRANSFORMERS_KEYS.get(flag)
+        if kind is None:
+            known = ", ".join(sorted(TRANSFORMERS_KEYS))
+            raise CommandError(
+                f"inference config: the transformers server has no setting {key!r}; "
+                f"it takes {known}"
+            )
+        good = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            good = True
+        if not good:
+            raise CommandError(
+                f"inference config: transformers.{key} must be a {kind.__name__}, "
+                f"got {value!r}"
+            )
+        out[flag] = str(value)
+    return out
+
+
 def transformers_command(
-    ws: Workspace, resolved: Resolved, *, adapters_dir: str = "/mnt/adapters"
+    ws: Workspace,
+    resolved: Resolved,
+    *,
+    adapters_dir: str = "/mnt/adapters",
+    config: Mapping[str, Any] | None = None,
 ) -> list[str]:
+    """Our server's command; `config` (the `transformers:` section of the inference
+    ConfigMap) sets its flags, the context included."""
     if not resolved.preset:
         raise CommandError("inference.preset.name is required for a preset command")
     cmd = [
         PYTHON,
         "-m",
-        "presets.runtime.server",
-        "--model",
+        "runtime.serving.server",
+        *weights_args(ws.annotations, resolved),
+        "--served-model-name",
         resolved.preset,
         "--port",
         str(SERVER_PORT),
     ]
+    options = _transformers_options(config or {})
     if resolved.max_model_len:
-        cmd += ["--max-model-len", str(resolved.max_model_len)]
+        options.setdefault("max-model-len", str(resolved.max_model_len))
+    for flag, value in options.items():
+        cmd += [f"--{flag}", value]
     for name, strength in adapters_of(ws):
         cmd += ["--adapter", f"{name}={adapters_dir}/{name}:{_strength_text(strength)}"]
     return cmd
@@ -89,18 +168,25 @@ def vllm_arguments(
     if not resolved.preset:
         raise CommandError("inference.preset.name is required for a preset command")
     model = resolved.model
+    weights, revision = weights_source(ws.annotations, resolved)
     options: dict[str, Any] = {
-        "model": _weights(model) if model is not None else resolved.preset,
+        "model": weights,
+        "revision": revision,  # None renders nothing; the front fetches it into the node cache
         "served-model-name": resolved.preset,
         "tensor-parallel-size": resolved.tensor_parallel_size,
         "pipeline-parallel-size": resolved.pipeline_parallel_size,
     }
+    if resolved.data_parallel_size > 1:  # one engine per GPU group, behind one endpoint
+        options["data-parallel-size"] = resolved.data_parallel_size
     if resolved.pipeline_parallel_size > 1:
         options["distributed-executor-backend"] = "ray"
     if resolved.max_model_len:
         options["max-model-len"] = resolved.max_model_len
     options["gpu-memory-utilization"] = GPU_MEMORY_UTILIZATION
     options["dtype"] = _dtype(resolved)
+    mode = ws.annotations.get(ANNOTATION_PERFORMANCE_MODE)
+    if mode in PERFORMANCE_MODES and mode != "balanced":  # balanced is vLLM's default
+        options["performance-mode"] = mode
     if model is not None:
         options.update(model.vllm_args)  # flags the model needs to load (catalog data)
     adapters = adapters_of(ws)
@@ -113,11 +199,6 @@ def vllm_arguments(
         if flag not in RESERVED_VLLM_KEYS:
             options[flag] = value
     return _render(options)
-
-
-def _weights(model: ModelSpec) -> str:
-    """Where vLLM loads from: the Hugging Face id, or the user's image for private presets."""
-    return PRIVATE_WEIGHTS_DIR if model.access == "private" else model.hf_id
 
 
 def _dtype(resolved: Resolved) -> str:
@@ -162,7 +243,7 @@ def vllm_command(
     front = [
         PYTHON,
         "-m",
-        "presets.runtime.vllm_front",
+        "runtime.serving.vllm_front",
         "--port",
         str(SERVER_PORT),
         "--vllm-port",
@@ -181,7 +262,7 @@ def inference_command(
 ) -> list[str]:
     """The container command of the inference pod for `ws` (see the module docstring)."""
     if resolved.runtime == "transformers":
-        return transformers_command(ws, resolved, adapters_dir=adapters_dir)
+        return transformers_command(ws, resolved, adapters_dir=adapters_dir, config=config)
     if resolved.runtime == "vllm":
         return vllm_command(ws, resolved, adapters_dir=adapters_dir, config=config)
     raise CommandError(f"runtime {resolved.runtime!r} is not one of vllm, transformers")

@@ -1,45 +1,39 @@
 """GPU fit: does a preset fit an instance type, on how many nodes, and if not, what would.
 
-The formula (ours; every constant is named below):
-
-* usable memory per GPU = gpu_memory_gib x 0.9, the share vLLM may use
-  (`--gpu-memory-utilization 0.9`);
-* the model's memory = weights_gib x 1.02 (buffers loaded with the weights) x 1.05
-  (activation workspace of the forward pass, which grows with the model) plus the KV cache
-  for one sequence of `max_model_len` tokens; KV bytes per token =
-  2 (K and V) x layers x KV heads x head dim x 2 bytes (16-bit cache);
-* spread over n GPUs, each GPU needs model memory / n + 1.5 GiB (CUDA context, NCCL
-  buffers, CUDA graphs);
-* a node uses t GPUs, the largest divisor of its GPU count that also divides the model's
-  attention heads and is compatible with its KV heads (vLLM's tensor-parallel rule); the
-  smallest node count k with need(k x t) <= usable fits; several nodes (pipeline
-  parallel) only for presets marked `distributed`, at most 8 unless told otherwise;
-* a CPU-only node (gpu_count 0) runs presets of the transformers runtime when its RAM
-  holds weights x 2 (a float32 copy) + 2 GiB; vLLM presets need GPUs.
-
-A rejection names the memory required, the memory available (per node x count) and the
-three cheapest known SKUs that fit (relative cost x nodes). Pure: no I/O, no globals.
+The arithmetic (memory per engine, parallelism, served context) lives in
+`presets.layout`; this module turns it into a verdict with its explanation. A fit names
+the layout and why it was chosen (data, tensor or pipeline parallel) and the context the
+model is served with; a refusal names the memory required, the memory available (per node
+x count) and the three cheapest known SKUs that fit, those of the asked SKU's cloud first.
+Pure: no I/O, no globals.
 """
 
 from __future__ import annotations
 
-import difflib
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from presets.catalog import Catalog, InstanceType, ModelSpec
-from presets.fit_params import (
-    ACTIVATION_FACTOR,
+from presets.catalog import Catalog, InstanceType, ModelSpec, did_you_mean
+from presets.layout import (
     CPU_RUNTIME_GIB,
     CPU_WEIGHT_FACTOR,
     DEFAULT_MAX_MODEL_LEN,
     DEFAULT_MAX_NODES,
     GPU_MEMORY_UTILIZATION,
     RUNTIME_OVERHEAD_GIB,
-    SUGGESTIONS,
-    WEIGHT_LOAD_FACTOR,
+    Layout,
+    default_max_model_len,
+    engine_need_gib,
+    layout,
+    nodes_needed,
+    sizing_context,
+    tensor_parallel_size,
+    usable_gib,
+    weights_gib,
 )
-from presets.fit_text import explain
+
+SUGGESTIONS = 3
 
 __all__ = [
     "DEFAULT_MAX_MODEL_LEN",
@@ -61,6 +55,10 @@ class UnknownNameError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FitReport:
+    """The verdict. Memory figures are at the sizing context (the explicit max-model-len,
+    else min(context, 4096)) over tensor_parallel_size x nodes GPUs; `max_model_len` is
+    the context served (`context_fitted`: computed from the memory left, not set)."""
+
     model: str
     instance_type: str
     fits: bool
@@ -73,8 +71,13 @@ class FitReport:
     count: int | None
     gpus_per_node: int
     max_model_len: int
+    context_fitted: bool
     tensor_parallel_size: int
     pipeline_parallel_size: int
+    data_parallel_size: int
+    replicas: int
+    layout: str
+    layout_reason: str
     suggestions: tuple[str, ...]
     message: str
 
@@ -84,58 +87,24 @@ class FitReport:
         return out
 
 
-def default_max_model_len(model: ModelSpec) -> int:
-    """The context a preset is served with unless the Workspace says otherwise."""
-    return min(model.context_length, DEFAULT_MAX_MODEL_LEN)
-
-
-def tensor_parallel_size(model: ModelSpec, gpus: int) -> int:
-    """GPUs per node the model is split over: the largest size vLLM accepts."""
-    for size in range(max(gpus, 1), 0, -1):
-        kv = model.num_kv_heads
-        if gpus % size or model.num_attention_heads % size:
-            continue
-        if kv % size == 0 or size % kv == 0:
-            return size
-    return 1
-
-
-def _model_gib(model: ModelSpec, max_model_len: int) -> tuple[float, float]:
-    weights = model.weights_gib * WEIGHT_LOAD_FACTOR * ACTIVATION_FACTOR
-    return weights, model.kv_cache_gib(max_model_len)
-
-
-def _need(model_gib: float, gpus: int) -> float:
-    return model_gib + RUNTIME_OVERHEAD_GIB * gpus
-
-
-def nodes_needed(model: ModelSpec, sku: InstanceType, mml: int, max_nodes: int) -> int:
-    """The smallest node count that fits, or 0 when none up to the limit does."""
-    if sku.gpu_count == 0:
-        ram = model.weights_gib * CPU_WEIGHT_FACTOR + CPU_RUNTIME_GIB
-        return 1 if model.runtime == "transformers" and ram <= sku.memory_gib else 0
-    usable = sku.gpu_memory_gib * GPU_MEMORY_UTILIZATION
-    tp = tensor_parallel_size(model, sku.gpu_count)
-    weights, kv = _model_gib(model, mml)
-    limit = max_nodes if model.distributed else 1
-    for nodes in range(1, max(limit, 1) + 1):
-        gpus = nodes * tp
-        if _need(weights + kv, gpus) <= usable * gpus:
-            return nodes
-    return 0
-
-
 def suggestions(
-    model: ModelSpec, catalog: Catalog, *, max_model_len: int, count: int | None, max_nodes: int
+    model: ModelSpec,
+    catalog: Catalog,
+    *,
+    max_model_len: int | None,
+    count: int | None,
+    max_nodes: int,
+    cloud: str | None = None,
 ) -> tuple[str, ...]:
-    """The cheapest known SKUs that fit at `count` nodes (1 when absent), cheapest first."""
+    """The cheapest known SKUs that fit at `count` nodes (1 when absent): those of `cloud`
+    first, each group cheapest first."""
     nodes = count or 1
-    ranked: list[tuple[float, str]] = []
+    ranked: list[tuple[bool, float, str]] = []
     for sku in catalog.instance_types.values():
         needed = nodes_needed(model, sku, max_model_len, max_nodes)
         if needed and needed <= nodes:
-            ranked.append((sku.relative_cost * nodes, sku.name))
-    return tuple(name for _, name in sorted(ranked)[:SUGGESTIONS])
+            ranked.append((sku.cloud != cloud, sku.relative_cost * nodes, sku.name))
+    return tuple(name for _, _, name in sorted(ranked)[:SUGGESTIONS])
 
 
 def lookup(
@@ -152,9 +121,7 @@ def lookup(
 
 
 def _unknown(what: str, name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    return f"unknown {what} {name!r}{hint}"
+    return f"unknown {what} {name!r}{did_you_mean(name, known)}"
 
 
 def fit_report(
@@ -173,36 +140,143 @@ def fit_report(
     scan for callers that only need the verdict (the reconciler checks every Workspace
     on every pass)."""
     spec, sku = lookup(catalog, model, instance_type)
-    mml = max_model_len or default_max_model_len(spec)
-    needed = nodes_needed(spec, sku, mml, max_nodes)
+    lay = layout(spec, sku, max_model_len=max_model_len, count=count, max_nodes=max_nodes)
+    needed = lay.nodes
     considered = count or needed or 1
     fits = needed > 0 and (count is None or count >= needed)
-    tp = tensor_parallel_size(spec, sku.gpu_count) if sku.gpu_count else 1
-    usable = sku.gpu_memory_gib * GPU_MEMORY_UTILIZATION
-    weights, kv = _model_gib(spec, mml)
+    tp = max(lay.tensor_parallel, 1)
+    sizing = sizing_context(spec, max_model_len)
     gpus = tp * considered if sku.gpu_count else 0
-    required = _need(weights + kv, gpus) if gpus else 0.0
+    required = engine_need_gib(spec, sizing, gpus) if gpus else 0.0
     report = FitReport(
         model=spec.name,
         instance_type=sku.name,
         fits=fits,
         runs_on_cpu=sku.gpu_count == 0,
         required_gpu_memory_gib=round(required, 2),
-        available_gpu_memory_gib=round(usable * sku.gpu_count * considered, 2),
+        available_gpu_memory_gib=round(usable_gib(sku) * sku.gpu_count * considered, 2),
         per_gpu_required_gib=round(required / gpus, 2) if gpus else 0.0,
-        usable_per_gpu_gib=round(usable, 2),
+        usable_per_gpu_gib=round(usable_gib(sku), 2),
         nodes=needed,
         count=count,
         gpus_per_node=sku.gpu_count,
-        max_model_len=mml,
+        max_model_len=lay.max_model_len,
+        context_fitted=lay.context_fitted,
         tensor_parallel_size=tp,
         pipeline_parallel_size=max(needed, 1),
+        data_parallel_size=lay.data_parallel,
+        replicas=lay.replicas,
+        layout=lay.summary(),
+        layout_reason=lay.why,
         suggestions=(
-            suggestions(spec, catalog, max_model_len=mml, count=count, max_nodes=max_nodes)
+            suggestions(
+                spec, catalog, max_model_len=max_model_len, count=count,
+                max_nodes=max_nodes, cloud=sku.cloud,
+            )
             if with_suggestions
             else ()
         ),
         message="",
     )
-    text = explain(report, spec, sku, weights=weights, kv=kv, max_nodes=max_nodes)
+    text = explain(report, spec, sku, lay, sizing=sizing, max_nodes=max_nodes)
     return replace(report, message=text)
+
+
+# The words of a verdict: formatting only, never deciding whether something fits.
+
+
+def gib(value: float) -> str:
+    """A GiB amount for messages: one decimal, rounded up so 'needs' never understates."""
+    return f"{math.ceil(round(value, 6) * 10) / 10:.1f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _cpu(report: FitReport, model: ModelSpec, sku: InstanceType, cloud: str) -> str:
+    ram = gib(model.weights_gib * CPU_WEIGHT_FACTOR + CPU_RUNTIME_GIB)
+    has = gib(sku.memory_gib)
+    if model.runtime != "transformers":
+        head = f"{model.name} needs GPUs (runtime {model.runtime}) but {sku.name} has none"
+    elif report.fits:
+        return f"{model.name} runs on CPU on {sku.name}: needs about {ram} GiB RAM of {has} GiB"
+    else:
+        head = f"{model.name} needs about {ram} GiB RAM but {sku.name} has {has} GiB"
+    return head + _suggest(report, cloud)
+
+
+def _suggest(report: FitReport, cloud: str) -> str:
+    if not report.suggestions:
+        return "; no known instance type fits"
+    at = _plural(report.count or 1, "node")
+    return (
+        f"; instance types that fit at {at}, {cloud} first, cheapest first: "
+        f"{', '.join(report.suggestions)}"
+    )
+
+
+def _breakdown(model: ModelSpec, tokens: int, gpus: int) -> str:
+    need = round(engine_need_gib(model, tokens, gpus), 2)  # as FitReport rounds it
+    return (
+        f"{gib(need)} GiB of GPU memory ({gib(weights_gib(model))} GiB weights, "
+        f"{gib(model.kv_cache_gib(tokens))} GiB KV cache for {tokens} tokens, "
+        f"{RUNTIME_OVERHEAD_GIB:g} GiB runtime per GPU; {gib(round(need / gpus, 2))} GiB per GPU)"
+    )
+
+
+def _offer(report: FitReport, sku: InstanceType) -> str:
+    nodes = report.count or max(report.nodes, 1)
+    return (
+        f"{_plural(nodes, 'node')} of {sku.name} {'offers' if nodes == 1 else 'offer'} "
+        f"{gib(report.available_gpu_memory_gib)} GiB usable ({_plural(sku.gpu_count, 'GPU')} x "
+        f"{sku.gpu_memory_gib:g} GiB x {GPU_MEMORY_UTILIZATION:g} per node)"
+    )
+
+
+def _why_not(report: FitReport, model: ModelSpec, max_nodes: int) -> str:
+    if report.nodes and report.count is not None:
+        return f"; it needs {_plural(report.nodes, 'node')}, resource.count is {report.count}"
+    if not model.distributed:
+        return "; the preset cannot span several nodes"
+    return f"; no node count up to {max_nodes} fits"
+
+
+def _context(lay: Layout, model: ModelSpec) -> str:
+    if not lay.context_fitted:
+        return f"serves {lay.max_model_len} tokens of context (as set)"
+    if lay.max_model_len >= model.context_length:
+        return f"serves {lay.max_model_len} tokens of context (the model's full context)"
+    return (
+        f"serves {lay.max_model_len} tokens of context (the most that fits; the model "
+        f"supports {model.context_length})"
+    )
+
+
+def explain(
+    report: FitReport,
+    model: ModelSpec,
+    sku: InstanceType,
+    lay: Layout,
+    *,
+    sizing: int,
+    max_nodes: int,
+) -> str:
+    """One sentence for humans (CLI output, admission denials, status messages)."""
+    if sku.gpu_count == 0:
+        return _cpu(report, model, sku, sku.cloud)
+    if report.fits:
+        engine = lay.engine_gpus
+        return (
+            f"{model.name} fits {sku.name} on {_plural(lay.node_count, 'node')}"
+            f"{'' if lay.node_count == report.nodes else f' ({report.nodes} needed)'}, "
+            f"{lay.summary()}: {lay.why}; each engine needs "
+            f"{_breakdown(model, lay.max_model_len, engine)} of "
+            f"{gib(usable_gib(sku) * engine)} GiB usable; {_context(lay, model)}"
+        )
+    gpus = report.tensor_parallel_size * (report.count or max(report.nodes, 1))
+    return (
+        f"{model.name} does not fit: needs {_breakdown(model, sizing, gpus)} but "
+        f"{_offer(report, sku)}{_why_not(report, model, max_nodes)}"
+        f"{_suggest(report, sku.cloud)}"
+    )

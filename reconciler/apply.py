@@ -2,8 +2,10 @@
 
 Every write here is a consequence of a pure decision made elsewhere (reconciler.plan,
 reconciler.status); this module only sends it and treats the races a level-based loop
-expects as normal: AlreadyExists on create, NotFound on delete, a Conflict on update
-(someone wrote in between; the next pass sees the new state).
+expects as normal: AlreadyExists on create (of an object its Workspace owns), NotFound on
+delete, a Conflict on update (someone wrote in between; the next pass sees the new state).
+A 422 on update recreates the child only when the API says a field is immutable; any other
+422, and a same-named object owned by someone else, is a ChildError for the status.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crds.workspace import FINALIZER
+from crds.workspace import FINALIZER, FINALIZERS_RELEASED
 from reconciler.kube import Kube, KubeError
 from reconciler.plan import plan
+from reconciler.startup import new_steps
 from reconciler.status import Observed, desired_status, status_patch, transitions
-from reconciler.world import PassWriter
+from reconciler.world import ChildError, PassWriter
 
 Obj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ def apply_children(writer: PassWriter, desired: Sequence[Obj], actual: Sequence[
         log.info("%s %s (%s)", action.op, action.key, action.why)
         try:
             if action.op == "create":
-                out[k] = writer.create(action.obj)
+                out[k] = writer.create_owned(action.obj)
             elif action.op == "update":
                 out[k] = writer.update(action.obj)
             else:
@@ -42,12 +45,15 @@ def apply_children(writer: PassWriter, desired: Sequence[Obj], actual: Sequence[
             if exc.conflict and action.op == "update":
                 log.info("update of %s raced another writer; next pass retries", action.key)
                 continue
-            if exc.status == 422 and action.op == "update":  # an immutable field changed
+            if exc.immutable and action.op == "update":  # recreated, as the API asks
                 md = action.obj["metadata"]
                 writer.delete(action.obj["apiVersion"], action.obj["kind"], md["name"],
                               md.get("namespace"))
                 out.pop(k, None)
                 continue
+            if exc.status == 422 and action.op == "update":  # refused for another reason
+                raise ChildError("ChildRejected", f"the API refused the update of "
+                                 f"{action.key}: {exc.message}") from exc
             raise
     return list(out.values())
 
@@ -65,10 +71,16 @@ def finalizer_add(kube: Kube, obj: Obj) -> Obj:
 
 
 def finalizer_remove(kube: Kube, obj: Obj) -> None:
+    """Drop our finalizer and upstream Kaito's (a migrated Workspace carries that one), each
+    guarded by a test op, from the highest index down so the indices stay right."""
     finalizers = list(obj["metadata"].get("finalizers") or [])
-    i = finalizers.index(FINALIZER)
-    ops = [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": FINALIZER},
-           {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
+    ops: list[Obj] = []
+    for i in sorted((i for i, f in enumerate(finalizers) if f in FINALIZERS_RELEASED),
+                    reverse=True):
+        ops += [{"op": "test", "path": f"/metadata/finalizers/{i}", "value": finalizers[i]},
+                {"op": "remove", "path": f"/metadata/finalizers/{i}"}]
+    if not ops:
+        return
     try:
         kube.json_patch(obj, ops)
     except KubeError as exc:
@@ -90,6 +102,9 @@ def write_status(
     for cond in transitions(observed.previous, wanted["conditions"]):
         kind = "Warning" if cond["status"] == "False" else "Normal"
         writer.event(obj, kind, str(cond["reason"]), f"{cond['type']}: {cond['message']}")
+    for step in new_steps(current.get("startup") or (), wanted.get("startup") or ()):
+        writer.event(obj, "Normal", "ColdStart", f"{step['step']} after {step['seconds']} s: "
+                     f"{step['message']}")
     if dry:
         return True
     kube.merge_patch(obj, {"status": patch}, subresource="status")

@@ -17,11 +17,14 @@ from typing import Any
 
 from kubernetes import client, config
 
+from crds.workspace import PROVISIONERS
 from presets.catalog import load_catalog
 from reconciler.kube import Kube, KubeError
+from reconciler.lease import Lease
 from reconciler.provision.factory import ProvisionSettings, SettingsError, provisioner_cache
 from reconciler.reconcile import ProvisionerFor, run_pass
-from reconciler.settings import PROVISIONERS, Settings
+from reconciler.settings import Settings
+from reconciler.weights import DEFAULT_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how nodes are made (a Workspace may override with kaito.sh/provisioner)")
     p.add_argument("--tuning-ttl-seconds", type=int, default=None,
                    help="ttlSecondsAfterFinished of tuning Jobs (default: keep them)")
+    p.add_argument("--max-nodes-per-workspace", type=int, default=None,
+                   help="refuse (in status) a Workspace that needs more nodes than this")
+    p.add_argument("--max-nodes-per-namespace", type=int, default=None,
+                   help="refuse Workspaces beyond this many nodes per namespace (oldest first)")
+    p.add_argument("--weights-cache", default=DEFAULT_CACHE,
+                   help="node cache of model weights: hostPath:/PATH, pvc:NAME or emptyDir")
+    p.add_argument("--hf-endpoint", default="", help="a Hugging Face Hub mirror (HF_ENDPOINT)")
+    p.add_argument("--weights-plain-http", action="store_true",
+                   help="the registry of model artifacts speaks plain HTTP")
+    p.add_argument("--lease-namespace", default=os.environ.get("KAITO_LEASE_NAMESPACE") or None,
+                   help="hold the Lease kaito-reconciler in this namespace while passes run, "
+                        "so --watch and the CronJob never overlap (default: no Lease)")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="with --watch: serve Prometheus metrics on this port")
     p.add_argument("--debounce", type=float, default=1.0, help="with --watch: seconds to wait")
@@ -76,7 +91,11 @@ def handler(args: argparse.Namespace) -> int:
     logging.getLogger("reconciler.cli").setLevel(logging.INFO)
     try:
         settings = Settings(namespace=args.namespace, provisioner=args.provisioner,
-                            dry_run=args.dry_run, tuning_ttl_seconds=args.tuning_ttl_seconds)
+                            dry_run=args.dry_run, tuning_ttl_seconds=args.tuning_ttl_seconds,
+                            max_nodes_per_workspace=args.max_nodes_per_workspace,
+                            max_nodes_per_namespace=args.max_nodes_per_namespace,
+                            weights_cache=args.weights_cache, hf_endpoint=args.hf_endpoint,
+                            weights_plain_http=args.weights_plain_http)
         get = provisioners(settings)
         get(settings.provisioner)  # fail now, not in the middle of a pass
         catalog = load_catalog()
@@ -84,16 +103,22 @@ def handler(args: argparse.Namespace) -> int:
     except (ValueError, SettingsError, config.ConfigException, OSError) as exc:
         print(f"kaito reconcile: {exc}", file=sys.stderr)
         return 2
+    lease = Lease(kube, args.lease_namespace) if args.lease_namespace else None
     if args.watch:
         from reconciler.watch import watch_loop
 
         return watch_loop(kube, settings, catalog, get, debounce=args.debounce,
-                          metrics_port=args.metrics_port)
+                          metrics_port=args.metrics_port, lease=lease)
     try:
-        summary = run_pass(kube, settings, catalog, get)
+        summary = run_pass(kube, settings, catalog, get, lease=lease)
     except KubeError as exc:
         print(f"kaito reconcile: listing failed: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if lease is not None:
+            lease.release()
+    if summary.skipped:
+        log.info("%s", summary.skipped)
     for line in summary.plan:
         print(line)
     for failure in summary.failures:

@@ -1,8 +1,9 @@
 """Pieces every desired child object shares: ownership, labels, placement, the spec hash.
 
-Pure functions over plain dicts (the expanded Workspace object as the API returns it).
-Nothing here performs I/O or reads the clock. Labels of the Workspace itself are never
-copied to children: ArgoCD's tracking label must not spread to objects it does not own.
+Pure functions of the typed Workspace (parsed once per pass, reconciler.expansion) that
+return the plain JSON dicts the API takes. Nothing here performs I/O or reads the clock.
+Labels of the Workspace itself are never copied to children: ArgoCD's tracking label must
+not spread to objects it does not own.
 """
 
 from __future__ import annotations
@@ -12,21 +13,23 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from crds.workspace import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from crds.workspace import (
+    API_VERSION,
+    KIND,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    RESERVED_LABEL_KEYS,
+    Workspace,
+)
+from presets.commands import SERVER_PORT
 
 Obj = dict[str, Any]
 
 ANNOTATION_SPEC_HASH = "kaito.sh/spec-hash"
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 GPU_RESOURCE = "nvidia.com/gpu"
-HTTP_PORT = 5000
+HTTP_PORT = SERVER_PORT  # the model server listens where its command line says
 TORCH_PORT = 29500
-# Keys that only the operator may put on nodes; never turned into affinity from a user selector.
-RESERVED_SELECTOR_KEYS = frozenset({
-    LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, "kaito.sh/ragengine",
-    "kaito.sh/ragenginenamespace", "karpenter.kaito.sh/workspace-name",
-    "karpenter.kaito.sh/workspace-namespace",
-})
 
 
 def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -34,32 +37,33 @@ def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return md if isinstance(md, Mapping) else {}
 
 
-def owner_labels(ws: Mapping[str, Any]) -> dict[str, str]:
-    md = meta(ws)
-    return {LABEL_WORKSPACE: str(md.get("name", "")),
-            LABEL_WORKSPACE_NAMESPACE: str(md.get("namespace", ""))}
+def uid(ws: Workspace) -> str:
+    """metadata.uid, which the typed Metadata keeps among its unmodelled fields."""
+    return str(ws.metadata.extra.get("uid") or "")
 
 
-def owner_reference(ws: Mapping[str, Any]) -> Obj:
-    md = meta(ws)
+def owner_labels(ws: Workspace) -> dict[str, str]:
+    return {LABEL_WORKSPACE: ws.metadata.name or "",
+            LABEL_WORKSPACE_NAMESPACE: ws.metadata.namespace or ""}
+
+
+def owner_reference(ws: Workspace) -> Obj:
     return {
-        "apiVersion": str(ws.get("apiVersion", "kaito.sh/v1beta1")),
-        "kind": "Workspace",
-        "name": str(md.get("name", "")),
-        "uid": str(md.get("uid", "")),
+        "apiVersion": ws.api_version or API_VERSION,
+        "kind": KIND,
+        "name": ws.metadata.name or "",
+        "uid": uid(ws),
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def child_metadata(
-    ws: Mapping[str, Any], name: str, extra_labels: Mapping[str, str] | None = None,
-) -> Obj:
+def child_metadata(ws: Workspace, name: str, extra_labels: Mapping[str, str] | None = None) -> Obj:
     labels = owner_labels(ws)
     labels.update(extra_labels or {})
     return {
         "name": name,
-        "namespace": str(meta(ws).get("namespace", "")),
+        "namespace": ws.metadata.namespace or "",
         "labels": labels,
         "ownerReferences": [owner_reference(ws)],
     }
@@ -88,23 +92,22 @@ def with_hash(obj: Obj) -> Obj:
     return obj
 
 
-def label_selector(ws: Mapping[str, Any]) -> Mapping[str, Any]:
-    resource = ws.get("resource")
-    sel = resource.get("labelSelector") if isinstance(resource, Mapping) else None
+def label_selector(ws: Workspace) -> Mapping[str, Any]:
+    sel = ws.resource.label_selector if ws.resource is not None else None
     return sel if isinstance(sel, Mapping) else {}
 
 
-def node_selector_terms(ws: Mapping[str, Any], nodes: Sequence[str]) -> list[Obj]:
+def node_selector_terms(ws: Workspace, nodes: Sequence[str]) -> list[Obj]:
     """One term: the Workspace's label selector (minus reserved keys) and the chosen nodes."""
     sel = label_selector(ws)
     exprs: list[Obj] = []
     match_labels = sel.get("matchLabels")
     if isinstance(match_labels, Mapping):
         for key in sorted(match_labels):
-            if key not in RESERVED_SELECTOR_KEYS:
+            if key not in RESERVED_LABEL_KEYS:
                 exprs.append({"key": key, "operator": "In", "values": [str(match_labels[key])]})
     for expr in sel.get("matchExpressions") or []:
-        if isinstance(expr, Mapping) and expr.get("key") not in RESERVED_SELECTOR_KEYS:
+        if isinstance(expr, Mapping) and expr.get("key") not in RESERVED_LABEL_KEYS:
             item: Obj = {"key": str(expr.get("key")), "operator": str(expr.get("operator"))}
             if expr.get("values"):
                 item["values"] = [str(v) for v in expr["values"]]
@@ -114,7 +117,7 @@ def node_selector_terms(ws: Mapping[str, Any], nodes: Sequence[str]) -> list[Obj
     return [{"matchExpressions": exprs}] if exprs else []
 
 
-def placement(ws: Mapping[str, Any], nodes: Sequence[str], *, spread: bool) -> Obj:
+def placement(ws: Workspace, nodes: Sequence[str], *, spread: bool) -> Obj:
     """Affinity (selected nodes, one pod per node when `spread`) and the GPU tolerations."""
     affinity: Obj = {}
     terms = node_selector_terms(ws, nodes)
@@ -138,10 +141,11 @@ def placement(ws: Mapping[str, Any], nodes: Sequence[str], *, spread: bool) -> O
     return out
 
 
-def gpu_resources(gpus: int) -> Obj:
+def gpu_resources(gpus: int, resource: str = GPU_RESOURCE) -> Obj:
+    """Requests and limits of `gpus` GPUs (or MIG slices, `resource` nvidia.com/mig-...)."""
     if gpus <= 0:
         return {}
-    return {"requests": {GPU_RESOURCE: str(gpus)}, "limits": {GPU_RESOURCE: str(gpus)}}
+    return {"requests": {resource: str(gpus)}, "limits": {resource: str(gpus)}}
 
 
 def pull_secrets(names: Sequence[Any]) -> list[Obj]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import urllib3
 from kubernetes.client import ApiClient
 
 Obj = dict[str, Any]
@@ -35,9 +36,12 @@ RESOURCES: Mapping[str, tuple[str, bool]] = {
     "Pod": ("pods", True),
     "Event": ("events", True),
     "Secret": ("secrets", True),
+    "Lease": ("leases", True),
+    "NetworkPolicy": ("networkpolicies", True),
 }
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+LIST_PAGE = 500  # items per LIST page (the apiserver's own suggestion for clients)
 
 
 class KubeError(Exception):
@@ -60,6 +64,15 @@ class KubeError(Exception):
     @property
     def conflict(self) -> bool:
         return self.status == 409
+
+    @property
+    def immutable(self) -> bool:
+        """422 because a field cannot change in place: the API's own words say so (a
+        Deployment's selector, a StatefulSet's spec outside replicas/template/...)."""
+        text = self.message.lower()
+        return self.status == 422 and (
+            "field is immutable" in text
+            or "updates to statefulset spec for fields other than" in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +151,16 @@ def _classify(path: str) -> tuple[str, str, str]:
 
 
 class Kube:
-    """JSON requests with a call log. `api` is a configured kubernetes ApiClient."""
+    """JSON requests with a call log. `api` is a configured kubernetes ApiClient.
 
-    def __init__(self, api: ApiClient, *, timeout: float = 30.0) -> None:
+    The project's one raw JSON client (the rig's `rig.kapi` wraps it with path-based verbs);
+    `record=False` keeps no call log, for long-running callers that never read it."""
+
+    def __init__(self, api: ApiClient, *, timeout: float = 30.0, record: bool = True) -> None:
         self.api = api
         self.log = CallLog()
         self.timeout = timeout
+        self.record = record
 
     def request(
         self,
@@ -157,10 +174,11 @@ class Kube:
         q = dict(query or {})
         url_path = path + (f"?{urlencode(q)}" if q else "")
         status, data = self._send(method, url_path, body, content_type)
-        group, resource, sub = _classify(path)
-        self.log.calls.append(
-            Call(method, path, _verb(method, path, q), group, resource, sub, status)
-        )
+        if self.record:
+            group, resource, sub = _classify(path)
+            self.log.calls.append(
+                Call(method, path, _verb(method, path, q), group, resource, sub, status)
+            )
         if status >= 300 or status == 0:
             raise _error(status, data)
         return json.loads(data) if data else {}
@@ -185,13 +203,23 @@ class Kube:
             method="GET", resource_path=url_path, header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
-        resp = self.api.call_api(*ser, _request_timeout=(10, 330))
+        try:
+            resp = self.api.call_api(*ser, _request_timeout=(10, 330))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _transport_error(exc) from exc
         group, resource, sub = _classify(path)
         self.log.calls.append(Call("GET", path, "watch", group, resource, sub, int(resp.status)))
         if resp.status >= 300:
             raise _error(int(resp.status), resp.read() or b"")  # type: ignore[no-untyped-call]
         buf = b""
-        for chunk in resp.response.stream(4096):
+        chunks = resp.response.stream(4096)
+        while True:
+            try:  # a stream cut mid-way (apiserver restart, proxy reset) is a transport error
+                chunk = next(chunks, None)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise _transport_error(exc) from exc
+            if chunk is None:
+                return
             buf += chunk
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
@@ -201,11 +229,31 @@ class Kube:
     # Convenience verbs -------------------------------------------------------------
 
     def list_items(
-        self, api_version: str, kind: str, namespace: str | None = None, selector: str = ""
+        self, api_version: str, kind: str, namespace: str | None = None, selector: str = "",
+        *, limit: int = LIST_PAGE,
     ) -> list[Obj]:
-        query = {"labelSelector": selector} if selector else {}
-        out = self.request("GET", resource_path(api_version, kind, namespace), query=query)
-        items: list[Obj] = out.get("items") or []
+        """Every item, `limit` per page (following `metadata.continue`), so a big cluster
+        never answers one huge LIST. A continue token that expired (410) restarts once."""
+        path = resource_path(api_version, kind, namespace)
+        items: list[Obj] = []
+        token, restarted = "", False
+        while True:
+            query = {"limit": str(limit)}
+            if selector:
+                query["labelSelector"] = selector
+            if token:
+                query["continue"] = token
+            try:
+                out = self.request("GET", path, query=query)
+            except KubeError as exc:
+                if exc.status != 410 or not token or restarted:
+                    raise
+                items, token, restarted = [], "", True  # a consistent list from the start
+                continue
+            items += out.get("items") or []
+            token = str((out.get("metadata") or {}).get("continue") or "")
+            if not token:
+                break
         for item in items:  # LIST drops apiVersion/kind from items; put them back
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
@@ -234,6 +282,11 @@ class Kube:
         path = resource_path(api_version, kind, namespace, name)
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         self.request("DELETE", path, body=body)
+
+
+def _transport_error(exc: BaseException) -> KubeError:
+    """Status 0, as `_send` reports a reset, timeout or TLS failure."""
+    return KubeError(0, type(exc).__name__, str(exc))
 
 
 def _error(status: int, data: bytes) -> KubeError:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from crds.workspace import Workspace, to_dict
+from crds.workspace import Workspace
 from presets.expand import Resolved
 from presets.fit import GPU_MEMORY_UTILIZATION
 from reconciler import common as c
@@ -24,11 +24,19 @@ from reconciler.podparts import (
     adapter_init_containers,
     model_container,
     pod_volumes,
+    preset_options,
+    weights_init_containers,
 )
+from reconciler.podsecurity import harden_pod, multi_node_network_policy
+from reconciler.template import template_objects
 from reconciler.tuning import tuning_objects
+from reconciler.userdata import UserDataError, load_user_yaml
 
 Obj = dict[str, Any]
 
+
+
+CONFIG_SECTIONS = ("transformers", "vllm")  # of inference_config.yaml: one per runtime
 
 
 class ObjectsError(ValueError):
@@ -40,28 +48,31 @@ def desired_objects(
     *, user_config: Mapping[str, str] | None = None, settings: Mapping[str, Any] | None = None,
 ) -> list[Obj]:
     """Every child object the Workspace should have, each with its spec-hash annotation."""
-    obj = to_dict(ws)
-    if obj.get("tuning"):
-        return [c.with_hash(o) for o in tuning_objects(obj, resolved, nodes, settings or {})]
-    if not obj.get("inference"):
+    if ws.tuning is not None:
+        return [c.with_hash(o) for o in tuning_objects(ws, resolved, nodes, settings or {})]
+    if ws.inference is None:
         return []
-    return [c.with_hash(o) for o in inference_objects(ws, obj, resolved, nodes, user_config)]
+    if ws.inference.template is not None:  # the user's own pod template: kept as written
+        return [c.with_hash(o) for o in template_objects(ws, resolved, nodes)]
+    return [c.with_hash(o) for o in inference_objects(ws, resolved, nodes, user_config,
+                                                      settings)]
 
 
 def inference_objects(
-    ws: Workspace, obj: Mapping[str, Any], resolved: Resolved, nodes: Sequence[str],
-    user_config: Mapping[str, str] | None,
+    ws: Workspace, resolved: Resolved, nodes: Sequence[str], user_config: Mapping[str, str] | None,
+    settings: Mapping[str, Any] | None = None,
 ) -> list[Obj]:
-    name = str(c.meta(obj).get("name"))
-    multi = resolved.node_count > 1
-    out = [config_map(obj, resolved, user_config), service(obj, multi)]
+    name = ws.metadata.name or ""
+    multi = resolved.pipeline_parallel_size > 1  # one engine over several nodes
+    out = [config_map(ws, resolved, user_config), service(ws, multi)]
     section = user_section(resolved, user_config)
-    template = pod_template(ws, obj, resolved, nodes, multi, section)
+    template = pod_template(ws, resolved, nodes, multi, section, settings)
     if multi:
-        out.append(headless_service(obj))
-        out.append(statefulset(obj, resolved, template))
+        out.append(headless_service(ws))
+        out.append(statefulset(ws, resolved, template))
+        out.append(multi_node_network_policy(ws))
     else:
-        out.append(deployment(obj, template))
+        out.append(deployment(ws, resolved, template))
     assert all(o["metadata"]["name"].startswith(name) for o in out)
     return out
 
@@ -71,11 +82,17 @@ def _user_yaml(user_config: Mapping[str, str] | None) -> Mapping[str, Any]:
     if not text:
         return {}
     try:
-        user = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ObjectsError(f"inference config key {CONFIG_KEY} is not valid YAML: {exc}") from exc
+        user = load_user_yaml(str(text), what=f"inference config key {CONFIG_KEY}")
+    except UserDataError as exc:
+        raise ObjectsError(str(exc)) from exc
     if not isinstance(user, Mapping):
         raise ObjectsError(f"inference config key {CONFIG_KEY} must hold a mapping")
+    unknown = sorted(str(k) for k in user if k not in CONFIG_SECTIONS)
+    if unknown:
+        raise ObjectsError(
+            f"inference config key {CONFIG_KEY}: unknown section(s) {', '.join(unknown)}; "
+            f"the sections are {', '.join(CONFIG_SECTIONS)} (one per runtime)"
+        )
     return user
 
 
@@ -99,6 +116,8 @@ def inference_config(resolved: Resolved, user_config: Mapping[str, str] | None) 
         defaults[section]["tensor-parallel-size"] = int(resolved.tensor_parallel_size)
     if resolved.pipeline_parallel_size and resolved.pipeline_parallel_size > 1:
         defaults[section]["pipeline-parallel-size"] = int(resolved.pipeline_parallel_size)
+    if resolved.data_parallel_size > 1:
+        defaults[section]["data-parallel-size"] = int(resolved.data_parallel_size)
     user = _user_yaml(user_config)
     merged = dict(defaults)
     for key, value in user.items():
@@ -109,20 +128,20 @@ def inference_config(resolved: Resolved, user_config: Mapping[str, str] | None) 
     return merged
 
 
-def config_map(obj: Mapping[str, Any], resolved: Resolved, user: Mapping[str, str] | None) -> Obj:
-    name = f"{c.meta(obj)['name']}-inference-config"
+def config_map(ws: Workspace, resolved: Resolved, user: Mapping[str, str] | None) -> Obj:
+    name = f"{ws.metadata.name}-inference-config"
     data = yaml.safe_dump(inference_config(resolved, user), sort_keys=True)
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": c.child_metadata(obj, name),
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": c.child_metadata(ws, name),
             "data": {CONFIG_KEY: data}}
 
 
-def service(obj: Mapping[str, Any], multi: bool) -> Obj:
-    name = str(c.meta(obj)["name"])
-    selector = c.owner_labels(obj)
+def service(ws: Workspace, multi: bool) -> Obj:
+    name = ws.metadata.name or ""
+    selector = c.owner_labels(ws)
     if multi:  # requests go to the leader only
         selector["statefulset.kubernetes.io/pod-name"] = f"{name}-0"
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": c.child_metadata(obj, name),
+        "apiVersion": "v1", "kind": "Service", "metadata": c.child_metadata(ws, name),
         "spec": {
             "type": "ClusterIP", "selector": selector,
             "ports": [
@@ -134,26 +153,27 @@ def service(obj: Mapping[str, Any], multi: bool) -> Obj:
     }
 
 
-def headless_service(obj: Mapping[str, Any]) -> Obj:
-    name = f"{c.meta(obj)['name']}-headless"
+def headless_service(ws: Workspace) -> Obj:
+    name = f"{ws.metadata.name}-headless"
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": c.child_metadata(obj, name),
+        "apiVersion": "v1", "kind": "Service", "metadata": c.child_metadata(ws, name),
         "spec": {
             "clusterIP": "None", "publishNotReadyAddresses": True,
-            "selector": c.owner_labels(obj),
+            "selector": c.owner_labels(ws),
             "ports": [{"name": "torch", "port": c.TORCH_PORT, "targetPort": c.TORCH_PORT,
                        "protocol": "TCP"}],
         },
     }
 
 
-def deployment(obj: Mapping[str, Any], template: Obj) -> Obj:
-    name = str(c.meta(obj)["name"])
+def deployment(ws: Workspace, resolved: Resolved, template: Obj) -> Obj:
+    """One pod per node; more nodes than the model needs are replicas behind the Service."""
+    name = ws.metadata.name or ""
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": c.child_metadata(obj, name),
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": c.child_metadata(ws, name),
         "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": c.owner_labels(obj)},
+            "replicas": int(resolved.replicas),
+            "selector": {"matchLabels": c.owner_labels(ws)},
             # a GPU node holds one replica: the old pod must go before the new one fits
             "strategy": {"type": "Recreate"},
             "template": template,
@@ -161,36 +181,35 @@ def deployment(obj: Mapping[str, Any], template: Obj) -> Obj:
     }
 
 
-def statefulset(obj: Mapping[str, Any], resolved: Resolved, template: Obj) -> Obj:
-    name = str(c.meta(obj)["name"])
+def statefulset(ws: Workspace, resolved: Resolved, template: Obj) -> Obj:
+    name = ws.metadata.name or ""
     return {
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": c.child_metadata(obj, name),
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": c.child_metadata(ws, name),
         "spec": {
             "replicas": int(resolved.node_count),
             "serviceName": f"{name}-headless",
             "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": c.owner_labels(obj)},
+            "selector": {"matchLabels": c.owner_labels(ws)},
             "template": template,
         },
     }
 
 
 def pod_template(
-    ws: Workspace, obj: Mapping[str, Any], resolved: Resolved, nodes: Sequence[str], multi: bool,
-    section: Mapping[str, Any],
+    ws: Workspace, resolved: Resolved, nodes: Sequence[str], multi: bool,
+    section: Mapping[str, Any], settings: Mapping[str, Any] | None = None,
 ) -> Obj:
-    inference = obj.get("inference") or {}
-    options = (inference.get("preset") or {}).get("presetOptions") or {}
     spec: Obj = {
-        "containers": [model_container(ws, obj, resolved, multi, section)],
-        "volumes": pod_volumes(obj, ws),
+        "containers": [model_container(ws, resolved, multi, section, settings)],
+        "volumes": pod_volumes(ws, settings),
         "terminationGracePeriodSeconds": 30,
-        **c.placement(obj, nodes, spread=multi),
+        **c.placement(ws, nodes, spread=multi or resolved.replicas > 1),
     }
-    init = adapter_init_containers(ws, resolved)
+    init = weights_init_containers(ws, resolved, settings) + adapter_init_containers(ws, resolved)
     if init:
         spec["initContainers"] = init
-    secrets = c.pull_secrets(options.get("imagePullSecrets") or [])
+    secrets = c.pull_secrets(preset_options(ws).image_pull_secrets or ())
     if secrets:
         spec["imagePullSecrets"] = secrets
-    return {"metadata": {"labels": c.owner_labels(obj)}, "spec": spec}
+    return {"metadata": {"labels": c.owner_labels(ws)},
+            "spec": harden_pod(spec, image=str(resolved.image), sku=resolved.instance_type)}

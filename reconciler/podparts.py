@@ -1,4 +1,4 @@
-"""The inference pod's parts: model container, probes, adapter pullers / copiers, volumes.
+"""The inference pod's parts: model container, probes, weights and adapter pullers, volumes.
 
 Pure builders used by reconciler.objects; they follow Kaito's pod contract (GPU requests
 per node, /dev/shm in memory, health probes on port 5000 whose startup budget grows with
@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from crds.workspace import Adapter, Workspace
+from crds.workspace import Adapter, PresetOptions, Workspace
 from presets.commands import adapters_of, inference_command
 from presets.expand import Resolved
 from reconciler import common as c
+from reconciler import weights
 
 Obj = dict[str, Any]
 
@@ -24,9 +25,9 @@ ADAPTER_AUTH_DIR = "/mnt/adapter-auth"
 ADAPTER_SOURCES_DIR = "/mnt/adapter-sources"  # volumeSource adapters, mounted read only
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod, not a temp file here)
 PROBE_PERIOD_S = 10
-RAY_PORT = 6379  # the Ray head port that presets.runtime.ray_cluster reads as KAITO_RAY_PORT
+RAY_PORT = 6379  # the Ray head port that runtime.serving.ray_cluster reads as KAITO_RAY_PORT
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
-OCI_CLI = ["python", "-m", "presets.runtime.oci_cli"]
+OCI_CLI = ["python", "-m", "runtime.adapters"]
 
 
 def startup_budget_s(weights_gib: float) -> int:
@@ -48,13 +49,17 @@ def probes(weights_gib: float) -> Obj:
     }
 
 
-def _env(obj: Mapping[str, Any], resolved: Resolved, multi: bool) -> list[Obj]:
-    name = str(c.meta(obj)["name"])
-    ns = str(c.meta(obj)["namespace"])
+def preset_options(ws: Workspace) -> PresetOptions:
+    """inference.preset.presetOptions, empty when absent."""
+    preset = ws.inference.preset if ws.inference is not None else None
+    return (preset.preset_options if preset is not None else None) or PresetOptions()
+
+
+def _env(ws: Workspace, resolved: Resolved, multi: bool) -> list[Obj]:
+    name, ns = ws.metadata.name or "", ws.metadata.namespace or ""
     env: list[Obj] = [{"name": "KAITO_INFERENCE_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"}]
-    options = ((obj.get("inference") or {}).get("preset") or {}).get("presetOptions") or {}
-    secret = options.get("modelAccessSecret")
-    if isinstance(secret, str) and secret:
+    secret = preset_options(ws).model_access_secret
+    if secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {
             "secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}})
     if multi:
@@ -68,14 +73,21 @@ def _env(obj: Mapping[str, Any], resolved: Resolved, multi: bool) -> list[Obj]:
     return env
 
 
+def _weights_pull_secret(ws: Workspace) -> str:
+    """presetOptions.imagePullSecrets[0]: also the model artifact's registry secret."""
+    secrets = preset_options(ws).image_pull_secrets
+    return secrets[0] if secrets else ""
+
+
 def model_container(
-    ws: Workspace, obj: Mapping[str, Any], resolved: Resolved, multi: bool,
-    runtime_config: Mapping[str, Any],
+    ws: Workspace, resolved: Resolved, multi: bool, runtime_config: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None,
 ) -> Obj:
-    weights = float(resolved.model.weights_gib) if resolved.model is not None else 0.0
+    size = float(resolved.model.weights_gib) if resolved.model is not None else 0.0
     mounts = [{"name": "dshm", "mountPath": SHM_DIR},
-              {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    if (obj.get("inference") or {}).get("adapters"):
+              {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+              weights.cache_mount()]
+    if ws.inference is not None and ws.inference.adapters:
         mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
     container: Obj = {
         "name": "model",
@@ -84,12 +96,13 @@ def model_container(
                                           config=runtime_config)),
         "ports": [{"name": "http", "containerPort": c.HTTP_PORT, "protocol": "TCP"},
                   {"name": "torch", "containerPort": c.TORCH_PORT, "protocol": "TCP"}],
-        "env": _env(obj, resolved, multi),
+        "env": _env(ws, resolved, multi)
+        + weights.env(ws.annotations, settings or {}, _weights_pull_secret(ws)),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        **probes(weights),
+        **probes(size),
     }
-    resources = c.gpu_resources(int(resolved.gpus_per_node or 0))
+    resources = c.gpu_resources(int(resolved.gpus_per_node or 0), resolved.gpu_resource)
     if resources:
         container["resources"] = resources
     return container
@@ -98,12 +111,13 @@ def model_container(
 def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
     """One init container per adapter, filling `ADAPTERS_DIR/<name>`.
 
-    An image adapter is pulled (`oci_cli pull REF DIR`); a volumeSource adapter is mounted
-    read only at `ADAPTER_SOURCES_DIR/<name>` and copied (`oci_cli copy SRC DIR`), so both
-    reach the server through the same emptyDir. DIR is the path inference_command gives the
-    server. vLLM's `--lora-modules` loads an adapter at full strength, so on vLLM the init
-    container bakes a strength other than 1 into its copy (`--scale`); the transformers
-    server applies strength itself (`--adapter NAME=PATH:STRENGTH`) and gets unscaled files.
+    An image adapter is pulled (`python -m runtime.adapters pull REF DIR`); a volumeSource
+    adapter is mounted read only at `ADAPTER_SOURCES_DIR/<name>` and copied (`... copy SRC
+    DIR`), so both reach the server through the same emptyDir. DIR is the path
+    inference_command gives the server. vLLM's `--lora-modules` loads an adapter at full
+    strength, so on vLLM the init container bakes a strength other than 1 into its copy
+    (`--scale`); the transformers server applies strength itself
+    (`--adapter NAME=PATH:STRENGTH`) and gets unscaled files.
     An adapter with both sources uses the image (validation refuses that combination).
     """
     adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
@@ -131,6 +145,15 @@ def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
     return out
 
 
+def weights_init_containers(
+    ws: Workspace, resolved: Resolved, settings: Mapping[str, Any] | None = None
+) -> list[Obj]:
+    """The model artifact's puller (reconciler.weights), first of the init containers."""
+    puller = weights.puller(ws.annotations, settings or {}, str(resolved.image),
+                            _weights_pull_secret(ws))
+    return [puller] if puller is not None else []
+
+
 def _volume_source(adapter: Adapter) -> dict[str, Any] | None:
     """The adapter's volumeSource when it is the adapter's source (no image given)."""
     source = adapter.source
@@ -146,12 +169,16 @@ def _pull_secret(adapter: Adapter) -> str:
     return secrets[0] if secrets else ""
 
 
-def pod_volumes(obj: Mapping[str, Any], ws: Workspace) -> list[Obj]:
-    name = str(c.meta(obj)["name"])
+def pod_volumes(ws: Workspace, settings: Mapping[str, Any] | None = None) -> list[Obj]:
+    name = ws.metadata.name or ""
     volumes: list[Obj] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
         {"name": "config", "configMap": {"name": f"{name}-inference-config"}},
+        weights.cache_volume(settings or {}),
     ]
+    auth = weights.auth_volume(ws.annotations, _weights_pull_secret(ws))
+    if auth is not None:
+        volumes.append(auth)
     adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     if adapters:
         volumes.append({"name": "adapters", "emptyDir": {}})

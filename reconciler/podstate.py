@@ -28,7 +28,7 @@ def last_line(text: str) -> str:
     return lines[-1][:512] if lines else ""
 
 
-# Categories the tuning job writes at the start of its termination message (tune_errors).
+# Categories the tuning job writes at the start of its termination message (runtime.jobstep).
 CATEGORIES = (("bad data:", "BadData"), ("bad config:", "BadConfig"),
               ("fetch refused:", "FetchRefused"), ("push denied", "PushDenied"),
               ("out of memory", "OOMKilled"))
@@ -105,3 +105,64 @@ def explain_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     if not found:
         return None
     return min(found, key=lambda f: SEVERITY.get(f[0], 99))
+
+
+# --- cold start: when each pod reached each step (RFC 3339 times from its status) ------------
+
+WEIGHTS_CONTAINER = "weights"  # the init container that fetches an OCI model (runtime.weights)
+
+
+def _started(status: Mapping[str, Any]) -> str | None:
+    state = status.get("state") or {}
+    for kind in ("running", "terminated"):
+        when = (state.get(kind) or {}).get("startedAt")
+        if when:
+            return str(when)
+    return None
+
+
+def _true_since(conditions: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    for cond in conditions:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return str(cond.get("lastTransitionTime") or "") or None
+    return None
+
+
+def pod_milestones(pod: Mapping[str, Any]) -> dict[str, str]:
+    """Step -> time for one pod: PodScheduled, ImagePulled (its first container started, so
+    its image was there), WeightsReady (the weights init container finished), ModelStarted
+    (the model container started) and EngineReady (Ready: the server's /health passed)."""
+    st = pod.get("status") or {}
+    conds = st.get("conditions") or []
+    inits = st.get("initContainerStatuses") or []
+    mains = st.get("containerStatuses") or []
+    out: dict[str, str] = {}
+    scheduled = _true_since(conds, "PodScheduled")
+    if scheduled:
+        out["PodScheduled"] = scheduled
+    starts = [t for t in (_started(s) for s in [*inits, *mains]) if t]
+    if starts:
+        out["ImagePulled"] = min(starts)
+    for s in inits:
+        done = (s.get("state") or {}).get("terminated") or {}
+        if s.get("name") == WEIGHTS_CONTAINER and done.get("exitCode") == 0 and done.get(
+                "finishedAt"):
+            out["WeightsReady"] = str(done["finishedAt"])
+    model = next((s for s in mains if s.get("name") == "model"), mains[0] if mains else None)
+    started = _started(model) if model is not None else None
+    if started:
+        out["ModelStarted"] = started
+    ready = _true_since(conds, "Ready")
+    if ready:
+        out["EngineReady"] = ready
+    return out
+
+
+def pods_milestones(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Step -> time every pod reached it (the slowest pod's time); steps some pod lacks are
+    left out."""
+    each = [pod_milestones(p) for p in pods]
+    if not each:
+        return {}
+    common = set(each[0]).intersection(*each[1:])
+    return {step: max(m[step] for m in each) for step in common}

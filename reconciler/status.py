@@ -2,7 +2,8 @@
 
 Pure: given the provisioner's answer, the live workload and its pods, compute the
 metav1 Conditions ResourceReady, InferenceReady (inference) or JobStarted and
-WorkspaceSucceeded (tuning), and WorkspaceReady, plus workerNodes and targetNodeCount.
+WorkspaceSucceeded (tuning), and WorkspaceReady, plus workerNodes, targetNodeCount and,
+for an inference preset, the served context (maxModelLen) and its GPU layout (parallelism).
 `merge_status` keeps lastTransitionTime when a condition's status did not change, so an
 unchanged world yields an identical status and the pass writes nothing. No I/O, and the
 clock comes in as an argument.
@@ -16,6 +17,7 @@ from typing import Any
 
 from reconciler.podstate import explain_pods
 from reconciler.provision.base import NodeStatus
+from reconciler.startup import Startup, timeline
 
 Obj = dict[str, Any]
 MAX_MESSAGE = 1024
@@ -39,6 +41,8 @@ class Observed:
     pods: Sequence[Obj] = ()
     target_nodes: int = 0
     previous: Sequence[Obj] = field(default_factory=tuple)  # conditions already stored
+    serving: tuple[int, str] | None = None  # (max-model-len, layout) of an inference preset
+    startup: Startup | None = None  # the cold-start timeline's inputs (reconciler.startup)
 
 
 def _cond(type_: str, ok: bool | None, reason: str, message: str, gen: int) -> Obj:
@@ -180,6 +184,13 @@ def desired_status(o: Observed, now: str) -> Obj:
         status["workerNodes"] = sorted(o.nodes.nodes)
     if o.target_nodes:
         status["targetNodeCount"] = o.target_nodes
+    if o.serving is not None:
+        status["maxModelLen"] = o.serving[0]
+        if o.serving[1]:
+            status["parallelism"] = o.serving[1]
+    steps = timeline(o.startup, o.pods) if o.startup is not None else []
+    if steps:
+        status["startup"] = steps
     return status
 
 

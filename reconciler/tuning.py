@@ -24,13 +24,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from crds.workspace import DataDestination, DataSource, Tuning, Workspace
+from presets.commands import weights_args
 from presets.expand import Resolved
 from reconciler import common as c
+from reconciler import weights
+from reconciler.podsecurity import harden_pod
 
 Obj = dict[str, Any]
 
 ANNOTATION_TTL = "kaito.sh/tuning-ttl-seconds"
 ANNOTATION_BACKOFF = "kaito.sh/tuning-backoff-limit"
+ANNOTATION_DEADLINE = "kaito.sh/tuning-deadline-seconds"
+MAX_BACKOFF_LIMIT = 10  # a Job that fails more often than this will not succeed by retrying
+DEFAULT_DEADLINE_S = 48 * 3600  # the Job is stopped (and its GPUs freed) after two days
 # Where each step reads and writes (kaito-tune, docs/contracts.md "The tuning Job's containers").
 DATA_DIR = "/mnt/data"  # fetched data (emptyDir `data`): fetch writes, train reads
 INPUT_DIR = "/mnt/input"  # the user's input volume, read only
@@ -43,15 +50,15 @@ PULL_AUTH_DIR = "/mnt/pull-auth"  # input.imagePullSecrets[0], as a file
 PUSH_AUTH_DIR = "/mnt/push-auth"  # output.imagePushSecret, as a file
 SHM_DIR = "/dev/shm"  # noqa: S108 (a mount point in the pod)
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
-TUNE = ["python", "-m", "presets.runtime.tune"]
+TUNE = ["python", "-m", "runtime.tuning"]
 # kaito-tune writes its one-line failure reason to KAITO_TERMINATION_LOG, by default
 # /dev/termination-log: the kubelet's default terminationMessagePath, so no env is set and
 # the reason reaches the container status (FallbackToLogsOnError covers crashes).
 MESSAGE_POLICY = {"terminationMessagePolicy": "FallbackToLogsOnError"}
 
 
-def _int_setting(obj: Mapping[str, Any], annotation: str, default: Any) -> int | None:
-    raw = (c.meta(obj).get("annotations") or {}).get(annotation, default)
+def _int_setting(ws: Workspace, annotation: str, default: Any) -> int | None:
+    raw = ws.annotations.get(annotation, default)
     if raw is None or raw == "":
         return None
     try:
@@ -71,56 +78,67 @@ def _secret_file(directory: str) -> str:
     return f"{directory}/{DOCKER_CONFIG_KEY}"
 
 
-def _config_args(tuning: Mapping[str, Any], mounts: list[Obj]) -> list[str]:
-    if not tuning.get("config"):
+def _config_args(tuning: Tuning, mounts: list[Obj]) -> list[str]:
+    if not tuning.config:
         return []
     mounts.append(_mount("config", CONFIG_DIR, read_only=True))
     return ["--config", CONFIG_DIR]
 
 
-def _pull_secret(source: Mapping[str, Any]) -> str:
+def _input(tuning: Tuning) -> DataSource:
+    return tuning.input or DataSource()
+
+
+def _output(tuning: Tuning) -> DataDestination:
+    return tuning.output or DataDestination()
+
+
+def _pull_secret(source: DataSource) -> str:
     """The first input.imagePullSecrets entry: fetch reads one dockerconfigjson file."""
-    secrets = source.get("imagePullSecrets") or []
+    secrets = source.image_pull_secrets or ()
     return str(secrets[0]) if secrets else ""
 
 
-def _train_data_dir(tuning: Mapping[str, Any]) -> str:
-    return INPUT_DIR if (tuning.get("input") or {}).get("volumeSource") else DATA_DIR
+def _train_data_dir(tuning: Tuning) -> str:
+    return INPUT_DIR if _input(tuning).volume_source else DATA_DIR
 
 
-def run_id(obj: Mapping[str, Any]) -> str:
+def run_id(ws: Workspace) -> str:
     """`<uid>-<generation>`: the same for every pod of one run, new for a changed spec or a
     re-created Workspace (the name stands in for a missing uid, as in offline renders)."""
-    md = c.meta(obj)
-    return f"{md.get('uid') or md.get('name')}-{int(md.get('generation') or 0)}"
+    return f"{c.uid(ws) or ws.metadata.name}-{int(ws.metadata.generation or 0)}"
 
 
-def work_dir(obj: Mapping[str, Any]) -> str:
+def work_dir(ws: Workspace, tuning: Tuning) -> str:
     """Where train checkpoints: on the output volume when there is one, else an emptyDir."""
-    if ((obj.get("tuning") or {}).get("output") or {}).get("volumeSource"):
-        return f"{OUTPUT_DIR}/{WORK_SUBDIR}/{run_id(obj)}"
+    if _output(tuning).volume_source:
+        return f"{OUTPUT_DIR}/{WORK_SUBDIR}/{run_id(ws)}"
     return WORK_DIR
 
 
-def restart_policy(tuning: Mapping[str, Any]) -> str:
+def restart_policy(tuning: Tuning) -> str:
     """Never when checkpoints outlive the pod (output volume), else OnFailure (see above)."""
-    return "Never" if (tuning.get("output") or {}).get("volumeSource") else "OnFailure"
+    return "Never" if _output(tuning).volume_source else "OnFailure"
 
 
-def _fetch(tuning: Mapping[str, Any], image: str) -> Obj:
-    source = tuning.get("input") or {}
-    cmd = [*TUNE, "fetch", "--method", str(tuning.get("method", "lora"))]
+def _method(tuning: Tuning) -> str:
+    return tuning.method or "lora"
+
+
+def _fetch(tuning: Tuning, image: str) -> Obj:
+    source = _input(tuning)
+    cmd = [*TUNE, "fetch", "--method", _method(tuning)]
     mounts: list[Obj] = []
-    if source.get("volumeSource"):
+    if source.volume_source:
         cmd += ["--volume", INPUT_DIR]
         mounts.append(_mount("input", INPUT_DIR, read_only=True))
     else:
         cmd += ["--data-dir", DATA_DIR]
         mounts.append(_mount("data", DATA_DIR))
-        for url in source.get("urls") or []:
+        for url in source.urls or ():
             cmd += ["--url", str(url)]
-        if source.get("image"):
-            cmd += ["--image", str(source["image"])]
+        if source.image:
+            cmd += ["--image", source.image]
             if _pull_secret(source):
                 cmd += ["--pull-secret", _secret_file(PULL_AUTH_DIR)]
                 mounts.append(_mount("pull-auth", PULL_AUTH_DIR, read_only=True))
@@ -129,34 +147,40 @@ def _fetch(tuning: Mapping[str, Any], image: str) -> Obj:
             **MESSAGE_POLICY}
 
 
-def _train(obj: Mapping[str, Any], resolved: Resolved, gpus: int) -> Obj:
-    tuning = obj.get("tuning") or {}
-    preset = str((tuning.get("preset") or {}).get("name", ""))
-    data_dir, work = _train_data_dir(tuning), work_dir(obj)
-    cmd = [*TUNE, "train", "--model", preset, "--method", str(tuning.get("method", "lora")),
+def _train(ws: Workspace, tuning: Tuning, resolved: Resolved, gpus: int,
+           settings: Mapping[str, Any]) -> Obj:
+    data_dir, work = _train_data_dir(tuning), work_dir(ws, tuning)
+    cmd = [*TUNE, "train", *weights_args(ws.annotations, resolved),
+           "--method", _method(tuning),
            "--data-dir", data_dir, "--output-dir", ADAPTER_DIR, "--work-dir", work]
     checkpoints = _mount("work", WORK_DIR) if work == WORK_DIR else _mount("output", OUTPUT_DIR)
     mounts: list[Obj] = [_mount("input" if data_dir == INPUT_DIR else "data", data_dir, True),
-                         _mount("adapter", ADAPTER_DIR), checkpoints, _mount("dshm", SHM_DIR)]
+                         _mount("adapter", ADAPTER_DIR), checkpoints, _mount("dshm", SHM_DIR),
+                         weights.cache_mount()]  # base weights: the node cache (runtime.weights)
     cmd += _config_args(tuning, mounts)
+    env = weights.env(ws.annotations, settings)
+    secret = tuning.preset.preset_options.model_access_secret if (
+        tuning.preset is not None and tuning.preset.preset_options is not None) else None
+    if secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}})
     container: Obj = {"name": "train", "image": str(resolved.image), "command": cmd,
-                      "volumeMounts": mounts, **MESSAGE_POLICY}
+                      "env": env, "volumeMounts": mounts, **MESSAGE_POLICY}
     if gpus > 0:
         container["resources"] = c.gpu_resources(gpus)
     return container
 
 
-def _push(obj: Mapping[str, Any], image: str) -> Obj:
-    tuning = obj.get("tuning") or {}
-    output = tuning.get("output") or {}
+def _push(ws: Workspace, tuning: Tuning, image: str) -> Obj:
+    output = _output(tuning)
     cmd = [*TUNE, "push", "--adapter-dir", ADAPTER_DIR]
     mounts: list[Obj] = [_mount("adapter", ADAPTER_DIR, read_only=True)]
-    if output.get("volumeSource"):
-        cmd += ["--volume", OUTPUT_DIR, "--work-dir", work_dir(obj)]  # removed once stored
+    if output.volume_source:
+        cmd += ["--volume", OUTPUT_DIR, "--work-dir", work_dir(ws, tuning)]  # removed once stored
         mounts.append(_mount("output", OUTPUT_DIR))
     else:
-        cmd += ["--image", str(output["image"])]
-        if output.get("imagePushSecret"):
+        cmd += ["--image", str(output.image)]
+        if output.image_push_secret:
             cmd += ["--push-secret", _secret_file(PUSH_AUTH_DIR)]
             mounts.append(_mount("push-auth", PUSH_AUTH_DIR, read_only=True))
     return {"name": "push", "image": image, "command": cmd, "volumeMounts": mounts,
@@ -168,63 +192,80 @@ def _secret_volume(name: str, secret: str) -> Obj:
     return {"name": name, "secret": {"secretName": secret, "items": items}}
 
 
-def _volumes(tuning: Mapping[str, Any]) -> list[Obj]:
-    output = tuning.get("output") or {}
-    source = tuning.get("input") or {}
+def _volumes(tuning: Tuning) -> list[Obj]:
+    output, source = _output(tuning), _input(tuning)
     # Checkpoints: on the output volume when there is one (work_dir), else in the `work`
     # emptyDir, which survives container restarts (restartPolicy OnFailure) but not the pod.
     vols: list[Obj] = [{"name": "adapter", "emptyDir": {}}]
-    if not output.get("volumeSource"):
+    if not output.volume_source:
         vols.append({"name": "work", "emptyDir": {}})
     vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-    if source.get("volumeSource"):
-        vols.append({"name": "input", **dict(source["volumeSource"])})
+    if source.volume_source:
+        vols.append({"name": "input", **dict(source.volume_source)})
     else:
         vols.append({"name": "data", "emptyDir": {}})
-    if output.get("volumeSource"):
-        vols.append({"name": "output", **dict(output["volumeSource"])})
-    if tuning.get("config"):
-        vols.append({"name": "config", "configMap": {"name": str(tuning["config"])}})
-    if source.get("image") and _pull_secret(source):
+    if output.volume_source:
+        vols.append({"name": "output", **dict(output.volume_source)})
+    if tuning.config:
+        vols.append({"name": "config", "configMap": {"name": tuning.config}})
+    if source.image and _pull_secret(source):
         vols.append(_secret_volume("pull-auth", _pull_secret(source)))
-    if output.get("image") and output.get("imagePushSecret"):
-        vols.append(_secret_volume("push-auth", str(output["imagePushSecret"])))
+    if output.image and output.image_push_secret:
+        vols.append(_secret_volume("push-auth", output.image_push_secret))
     return vols
 
 
 def tuning_job(
-    obj: Mapping[str, Any], resolved: Resolved, nodes: Sequence[str], settings: Mapping[str, Any],
+    ws: Workspace, resolved: Resolved, nodes: Sequence[str], settings: Mapping[str, Any],
 ) -> Obj:
-    tuning = obj.get("tuning") or {}
+    tuning = ws.tuning or Tuning()
     image = str(resolved.image)
     gpus = int(resolved.gpus_per_node or 0)
-    train = _train(obj, resolved, gpus)
+    train = _train(ws, tuning, resolved, gpus, settings)
     init = [_fetch(tuning, image)]
-    output = tuning.get("output") or {}
-    if output.get("image") or output.get("volumeSource"):
+    output = _output(tuning)
+    if output.image or output.volume_source:
         init.append(train)
-        containers = [_push(obj, image)]
+        containers = [_push(ws, tuning, image)]
     else:
         containers = [train]
     pod: Obj = {"restartPolicy": restart_policy(tuning), "initContainers": init,
-                "containers": containers, "volumes": _volumes(tuning),
-                **c.placement(obj, nodes, spread=False)}
-    input_secrets = (tuning.get("input") or {}).get("imagePullSecrets") or []
+                "containers": containers,
+                "volumes": [*_volumes(tuning), weights.cache_volume(settings)],
+                **c.placement(ws, nodes, spread=False)}
+    input_secrets = _input(tuning).image_pull_secrets or ()
     if c.pull_secrets(input_secrets):
         pod["imagePullSecrets"] = c.pull_secrets(input_secrets)
+    backoff = _int_setting(ws, ANNOTATION_BACKOFF, settings.get("backoff_limit", 2))
+    if backoff is None:
+        backoff = int(settings.get("backoff_limit", 2))
+    if backoff > MAX_BACKOFF_LIMIT:
+        raise ValueError(f"annotation {ANNOTATION_BACKOFF} must be at most {MAX_BACKOFF_LIMIT}")
+    hardened = harden_pod(pod, image=image, sku=resolved.instance_type)
     spec: Obj = {
-        "backoffLimit": _int_setting(obj, ANNOTATION_BACKOFF, settings.get("backoff_limit", 2)),
-        "template": {"metadata": {"labels": c.owner_labels(obj)}, "spec": pod},
+        "backoffLimit": backoff,
+        "activeDeadlineSeconds": _deadline(ws, settings),
+        "template": {"metadata": {"labels": c.owner_labels(ws)}, "spec": hardened},
     }
-    ttl = _int_setting(obj, ANNOTATION_TTL, settings.get("ttl_seconds_after_finished"))
+    ttl = _int_setting(ws, ANNOTATION_TTL, settings.get("ttl_seconds_after_finished"))
     if ttl is not None:
         spec["ttlSecondsAfterFinished"] = ttl
-    name = str(c.meta(obj)["name"])
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": c.child_metadata(obj, name),
+    name = ws.metadata.name or ""
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": c.child_metadata(ws, name),
             "spec": spec}
 
 
+def _deadline(ws: Workspace, settings: Mapping[str, Any]) -> int:
+    """The Job's activeDeadlineSeconds: the install's setting, which the annotation
+    kaito.sh/tuning-deadline-seconds may lower but never raise."""
+    limit = int(settings.get("active_deadline_seconds") or DEFAULT_DEADLINE_S)
+    asked = _int_setting(ws, ANNOTATION_DEADLINE, None)
+    if asked is not None and asked < 1:
+        raise ValueError(f"annotation {ANNOTATION_DEADLINE} must be at least 1")
+    return min(limit, asked) if asked is not None else limit
+
+
 def tuning_objects(
-    obj: Mapping[str, Any], resolved: Resolved, nodes: Sequence[str], settings: Mapping[str, Any],
+    ws: Workspace, resolved: Resolved, nodes: Sequence[str], settings: Mapping[str, Any],
 ) -> list[Obj]:
-    return [tuning_job(obj, resolved, nodes, settings)]
+    return [tuning_job(ws, resolved, nodes, settings)]

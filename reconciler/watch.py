@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from crds.workspace import LABEL_WORKSPACE
 from presets.catalog import Catalog
 from reconciler.kube import Kube, KubeError, resource_path
+from reconciler.lease import Lease
 from reconciler.reconcile import ProvisionerFor, Summary, run_pass
 from reconciler.settings import Settings
 from reconciler.world import NODECLAIM_API, WORKSPACE_API
@@ -81,9 +82,12 @@ def _watch_one(kube: Kube, ns: str | None, api: str, kind: str, selector: str,
 def watch_loop(
     kube: Kube, settings: Settings, catalog: Catalog, provisioner_for: ProvisionerFor,
     *, debounce: float = 1.0, metrics_port: int = 0, max_passes: int | None = None,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, lease: Lease | None = None,
 ) -> int:
-    """Run passes until stopped (SIGTERM / SIGINT, `stop`, or `max_passes`); 0 on a clean stop."""
+    """Run passes until stopped (SIGTERM / SIGINT, `stop`, or `max_passes`); 0 on a clean stop.
+
+    With a `lease`, every pass takes or renews it first (the CronJob's `--once` then finds it
+    held and does nothing) and it is given back on the way out."""
     stop = stop or threading.Event()
     metrics = Metrics()
     if metrics_port:
@@ -98,9 +102,11 @@ def watch_loop(
     saved = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
         return _loop(kube, settings, catalog, provisioner_for, metrics, stop, due, debounce,
-                     max_passes)
+                     max_passes, lease)
     finally:
         stop.set()
+        if lease is not None:
+            lease.release()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
 
@@ -108,7 +114,7 @@ def watch_loop(
 def _loop(
     kube: Kube, settings: Settings, catalog: Catalog, provisioner_for: ProvisionerFor,
     metrics: Metrics, stop: threading.Event, due: threading.Event, debounce: float,
-    max_passes: int | None,
+    max_passes: int | None, lease: Lease | None,
 ) -> int:
     due.set()
     for api, kind, selector in WATCHED:
@@ -121,9 +127,12 @@ def _loop(
             break
         due.clear()
         try:
-            summary = run_pass(kube, settings, catalog, provisioner_for)
+            summary = run_pass(kube, settings, catalog, provisioner_for, lease=lease)
         except KubeError as exc:
             log.warning("pass failed to list: %s", exc)
+            continue
+        except Exception:  # a bug must not end watch mode: log it, the next pass retries
+            log.exception("pass failed")
             continue
         passes += 1
         metrics.record(summary)

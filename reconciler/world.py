@@ -1,11 +1,13 @@
 """What one pass reads (a handful of LISTs) and how it writes (counted, race-tolerant).
 
-`list_world` makes the pass's LIST calls: Workspaces, Nodes, NodeClaims and the owned
-children by the `kaito.sh/workspace` label; Jobs only when some Workspace tunes, Pods only
-when a status needs them (lazily, once). `PassWriter` is the provisioners' Writer and the
-pass's own: AlreadyExists on create and NotFound on delete count as success, and every
-write is tallied for the summary. `DryWriter` prints what would be written instead.
-Neither knows what a Workspace should look like.
+`list_world` makes the pass's LIST calls (paged): Workspaces, Nodes, NodeClaims and the
+children by the `kaito.sh/workspace` label, each kept only when its controller owner
+reference names a listed Workspace by uid; Jobs only when some Workspace tunes, Pods only
+when a status needs them (lazily, once); a GET for each ConfigMap a Workspace names and
+for no other. `PassWriter` is the provisioners' Writer and the pass's own: AlreadyExists
+on create and NotFound on delete count as success (a child's AlreadyExists is a conflict:
+the name is held by an object that is not the Workspace's), and every write is tallied.
+`DryWriter` prints what would be written instead. Neither knows what a Workspace should look like.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crds.workspace import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from crds.workspace import API_VERSION, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from reconciler.kube import Kube, KubeError, resource_path
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
 log = logging.getLogger(__name__)
 
-WORKSPACE_API = "kaito.sh/v1beta1"
+WORKSPACE_API = API_VERSION
 NODECLAIM_API = "karpenter.sh/v1"
 CHILD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"),
                ("v1", "ConfigMap"))
+POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")  # multi-node Workspaces only
 COMPONENT = "kaito-reconciler"
 
 
@@ -46,7 +49,8 @@ class World:
     nodes: list[Obj] = field(default_factory=list)
     nodeclaims: list[Obj] = field(default_factory=list)
     children: dict[Key, list[Obj]] = field(default_factory=lambda: defaultdict(list))
-    configmaps: dict[Key, Obj] = field(default_factory=dict)  # (namespace, name) -> any listed
+    configmaps: dict[Key, Obj] = field(default_factory=dict)  # those a Workspace names
+    configmap_errors: dict[Key, str] = field(default_factory=dict)  # read failures
     _pods: dict[Key, list[Obj]] | None = None
 
     def pods(self, key: Key) -> list[Obj]:
@@ -59,9 +63,50 @@ class World:
         return self._pods.get(key, [])
 
 
-def _refs_user_config(ws: Mapping[str, Any]) -> bool:
-    return any(isinstance(ws.get(part), Mapping) and ws[part].get("config")
-               for part in ("inference", "tuning"))
+class ChildError(Exception):
+    """A child the pass must not or cannot write; `reason` becomes the condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def owned_by(obj: Mapping[str, Any], by_uid: Mapping[str, Key]) -> Key | None:
+    """The listed Workspace this object's controller ownerReference names, by uid, in the
+    object's own namespace. Labels alone never make an object a Workspace's child: a
+    look-alike owned by something else (or by an earlier Workspace of the same name) is not
+    touched."""
+    md = obj.get("metadata") or {}
+    for ref in md.get("ownerReferences") or []:
+        if not (isinstance(ref, Mapping) and ref.get("kind") == "Workspace"
+                and ref.get("controller")):
+            continue
+        key = by_uid.get(str(ref.get("uid") or ""))
+        if key is not None and key == (str(md.get("namespace")), str(ref.get("name"))):
+            return key
+    return None
+
+
+def named_configmaps(kube: Kube, workspaces: list[Obj]) -> tuple[dict[Key, Obj], dict[Key, str]]:
+    """GET each ConfigMap an `inference.config` names, once: the pass reads no other
+    ConfigMap. Returns the ConfigMaps found and, for reads that failed (other than
+    NotFound), the error, so that only the Workspaces naming them are affected."""
+    wanted: set[Key] = set()
+    for ws in workspaces:
+        inference = ws.get("inference")
+        name = inference.get("config") if isinstance(inference, Mapping) else None
+        if isinstance(name, str) and name:
+            wanted.add((str(ws["metadata"].get("namespace")), name))
+    found: dict[Key, Obj] = {}
+    errors: dict[Key, str] = {}
+    for ns, name in sorted(wanted):
+        try:
+            found[(ns, name)] = kube.request("GET", resource_path("v1", "ConfigMap", ns, name))
+        except KubeError as exc:
+            if not exc.not_found:
+                errors[(ns, name)] = str(exc)
+    return found, errors
 
 
 def list_world(kube: Kube, namespace: str | None, *, nodeclaims: bool = True) -> World:
@@ -78,22 +123,36 @@ def list_world(kube: Kube, namespace: str | None, *, nodeclaims: bool = True) ->
     kinds = list(CHILD_KINDS)
     if any(ws.get("tuning") for ws in world.workspaces):
         kinds.append(("batch/v1", "Job"))
-    all_configmaps = any(_refs_user_config(ws) for ws in world.workspaces)
+    if any(_maybe_multi_node(ws) for ws in world.workspaces):
+        kinds.append(POLICY_KIND)
+    by_uid = {str(ws["metadata"].get("uid")): (str(ws["metadata"].get("namespace")),
+                                               str(ws["metadata"].get("name")))
+              for ws in world.workspaces if ws["metadata"].get("uid")}
     for api_version, kind in kinds:
-        selector = "" if kind == "ConfigMap" and all_configmaps else LABEL_WORKSPACE
-        for obj in kube.list_items(api_version, kind, namespace, selector):
-            md = obj["metadata"]
-            if kind == "ConfigMap":
-                world.configmaps[(md.get("namespace", ""), md["name"])] = obj
-            key = owner_key(obj)
-            if key and _owned(obj):
-                world.children[key].append(obj)
+        _children(world, kube, api_version, kind, by_uid)
+    if POLICY_KIND not in kinds and any(c["kind"] == "StatefulSet"
+                                        for cs in world.children.values() for c in cs):
+        _children(world, kube, *POLICY_KIND, by_uid)  # one that went back to a single node
+    world.configmaps, world.configmap_errors = named_configmaps(kube, world.workspaces)
     return world
 
 
-def _owned(obj: Mapping[str, Any]) -> bool:
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return any(r.get("kind") == "Workspace" and r.get("controller") for r in refs)
+def _children(world: World, kube: Kube, api_version: str, kind: str,
+              by_uid: Mapping[str, Key]) -> None:
+    for obj in kube.list_items(api_version, kind, world.namespace, LABEL_WORKSPACE):
+        key = owned_by(obj, by_uid)
+        if key is not None:
+            world.children[key].append(obj)
+
+
+def _maybe_multi_node(ws: Mapping[str, Any]) -> bool:
+    """Whether an inference Workspace may run on several nodes (and so own a NetworkPolicy):
+    its stored count says so, or it has none yet (not expanded)."""
+    resource, inference = ws.get("resource"), ws.get("inference")
+    if not isinstance(inference, Mapping):
+        return False
+    count = resource.get("count") if isinstance(resource, Mapping) else None
+    return not isinstance(count, int) or count > 1
 
 
 @dataclass(slots=True)
@@ -119,6 +178,23 @@ class PassWriter:
             if exc.already_exists:
                 return obj
             raise
+        self.tally.created += 1
+        return out
+
+    def create_owned(self, obj: Obj) -> Obj:
+        """Create a child. The pass creates only what it did not list among the Workspace's
+        children (labelled and owned by its uid), so AlreadyExists means the name is taken
+        by an object that is not this Workspace's: never taken over, a ChildError instead."""
+        try:
+            out = self.kube.create(obj)
+        except KubeError as exc:
+            if not exc.already_exists:
+                raise
+            md = obj["metadata"]
+            raise ChildError("ChildConflict", (
+                f"{obj['kind']} {md.get('namespace')}/{md['name']} already exists and is not "
+                "owned by this Workspace; kaito does not overwrite it: delete or rename it"
+            )) from exc
         self.tally.created += 1
         return out
 
@@ -166,6 +242,9 @@ class DryWriter(PassWriter):
         self._say("create", obj)
         self.tally.created += 1
         return obj
+
+    def create_owned(self, obj: Obj) -> Obj:
+        return self.create(obj)
 
     def update(self, obj: Obj) -> Obj:
         self._say("update", obj)

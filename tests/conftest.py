@@ -1,15 +1,11 @@
-"""Root test configuration: the golden flag, hack/ on the import path, fixture plugins."""
+"""Root test configuration: the golden flag and the fixture plugins.
+
+The rig (hack/rig) is the installed package `rig`; nothing here edits sys.path.
+"""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "hack") not in sys.path:
-    sys.path.insert(0, str(REPO / "hack"))
 
 # Fixture plugins, each owned by the part it serves.
 pytest_plugins = ["tests.support.cluster", "tests.support.registry"]

@@ -2,7 +2,10 @@
 
 Why: the Flask shell must stay a thin codec, so reading a review, asking the core to expand
 or validate the Workspace and shaping the response all live here, with no I/O, clock,
-logging or globals, which makes every branch testable without a server.
+logging or globals, which makes every branch testable without a server. Deletion must
+always complete: an UPDATE of a Workspace being deleted, or one that changes only metadata
+the webhook does not own (finalizers, labels, other tools' annotations) or status, passes
+unjudged, even when the current catalog would refuse the stored spec.
 Must not: hold Workspace rules (those are `presets.expand` / `presets.validate`), log,
 or catch unexpected exceptions from the core (the shell turns them into a 500 denial).
 """
@@ -17,10 +20,10 @@ from typing import Any, Literal
 
 import jsonpatch
 
-from crds.workspace import ANNOTATION_CATALOG_REVISION, FieldError, WorkspaceParseError
+from crds.workspace import ANNOTATION_CATALOG_REVISION, FieldError
 from presets.catalog import Catalog
 from presets.expand import expand_object
-from presets.validate import validate_object, warnings_for
+from presets.validate import ValidationOptions, validate_object, warnings_for
 
 ADMISSION_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -102,6 +105,7 @@ def review_response(
     endpoint: Endpoint,
     catalog: Catalog,
     deprecated_versions: frozenset[str] = frozenset(),
+    options: ValidationOptions | None = None,
 ) -> Outcome:
     """Answer one decoded request body. Exceptions other than a malformed review propagate."""
     try:
@@ -110,19 +114,22 @@ def review_response(
         return malformed(str(exc))
     if endpoint == "mutate":
         return mutate(review, catalog)
-    return validate(review, catalog, deprecated_versions=deprecated_versions)
+    return validate(review, catalog, deprecated_versions=deprecated_versions, options=options)
 
 
 def mutate(review: Review, catalog: Catalog) -> Outcome:
-    """Patch that adds the absent fields of the Workspace; no patch when nothing is missing."""
+    """Patch that adds the absent fields of the Workspace; no patch when nothing is missing.
+
+    An update that must pass unjudged (see `passes_unjudged`) gets no patch either: the
+    finalizer removal of a deletion never depends on the current catalog.
+    """
     if review.obj is None or review.operation not in ("CREATE", "UPDATE"):
         return _answer(review, allowed=True, result="allowed")
-    try:
-        expanded = expand_object(review.obj, catalog)
-    except WorkspaceParseError:
-        # The validating webhook names every wrong field; expanding a broken object
-        # would only guess, so it passes through unchanged.
+    if passes_unjudged(review):
         return _answer(review, allowed=True, result="allowed")
+    # A broken object comes back unchanged (expansion parses leniently and adds nothing
+    # when a field has the wrong type); the validating webhook names every wrong field.
+    expanded = expand_object(review.obj, catalog)
     ops = add_only_patch(review.obj, expanded)
     if not ops:
         return _answer(review, allowed=True, result="allowed")
@@ -152,13 +159,20 @@ def add_only_patch(original: Mapping[str, Any], expanded: dict[str, Any]) -> lis
 
 
 def validate(
-    review: Review, catalog: Catalog, *, deprecated_versions: frozenset[str] = frozenset()
+    review: Review,
+    catalog: Catalog,
+    *,
+    deprecated_versions: frozenset[str] = frozenset(),
+    options: ValidationOptions | None = None,
 ) -> Outcome:
-    """Every field error at once (code 422), or allowed with the warnings users should see."""
+    """Every field error at once (code 422), or allowed with the warnings users should see.
+    `options` are the install's (ValidationOptions.for_provisioner in a byo install)."""
     if review.obj is None or review.operation not in ("CREATE", "UPDATE"):
         return _answer(review, allowed=True, result="allowed")
+    if passes_unjudged(review):
+        return _answer(review, allowed=True, result="allowed")
     old = review.old if review.operation == "UPDATE" else None
-    errors = validate_object(review.obj, catalog, old=old)
+    errors = validate_object(review.obj, catalog, old=old, options=options)
     if errors:
         return _denied(review, errors)
     warnings = list(warnings_for(review.obj, catalog, old=old))
@@ -171,6 +185,46 @@ def validate(
     if review.version in deprecated_versions:
         warnings.append(f"{GROUP}/{review.version} {KIND} is deprecated; use {GROUP}/v1beta1")
     return _answer(review, allowed=True, result="allowed", warnings=list(dict.fromkeys(warnings)))
+
+
+# Metadata the webhook does not own: changing only these (or status) never needs a verdict.
+FREE_METADATA = ("finalizers", "labels", "ownerReferences", "managedFields", "resourceVersion",
+                 "generation", "deletionTimestamp", "deletionGracePeriodSeconds")
+OWNED_ANNOTATION_PREFIX = GROUP + "/"
+
+
+def _spec_view(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object minus status and the metadata we do not own (kaito.sh/ annotations stay)."""
+    view = {k: v for k, v in obj.items() if k != "status"}
+    md = obj.get("metadata")
+    if isinstance(md, Mapping):
+        kept = {k: v for k, v in md.items() if k not in FREE_METADATA and k != "annotations"}
+        annotations = md.get("annotations")
+        if isinstance(annotations, Mapping):
+            owned = {k: v for k, v in annotations.items()
+                     if isinstance(k, str) and k.startswith(OWNED_ANNOTATION_PREFIX)}
+            if owned:
+                kept["annotations"] = owned
+        elif annotations is not None:
+            kept["annotations"] = annotations  # not a mapping: the validator says so
+        view["metadata"] = kept
+    return view
+
+
+def _deleting(obj: Mapping[str, Any] | None) -> bool:
+    md = obj.get("metadata") if obj is not None else None
+    return isinstance(md, Mapping) and bool(md.get("deletionTimestamp"))
+
+
+def passes_unjudged(review: Review) -> bool:
+    """An UPDATE that must never be blocked: the object is being deleted, or only metadata we
+    do not own (finalizers, labels, other tools' annotations) or status changed. Deletion
+    must complete even for a Workspace that a later catalog no longer accepts."""
+    if review.operation != "UPDATE" or review.obj is None or review.old is None:
+        return False
+    if _deleting(review.obj) or _deleting(review.old):
+        return True
+    return _spec_view(review.obj) == _spec_view(review.old)
 
 
 def malformed(reason: str) -> Outcome:

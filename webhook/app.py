@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from presets.catalog import Catalog, load_catalog
+from presets.validate import ValidationOptions
 from webhook import admission
 from webhook.certs import CertificateError, KeyPair
 from webhook.metrics import Metrics
@@ -77,7 +78,12 @@ def _decide(
     try:
         if endpoint == "mutate":
             return admission.mutate(review, catalog)
-        return admission.validate(review, catalog, deprecated_versions=settings.deprecated_versions)
+        return admission.validate(
+            review,
+            catalog,
+            deprecated_versions=settings.deprecated_versions,
+            options=ValidationOptions.for_provisioner(settings.provisioner),
+        )
     except Exception:
         log.exception("admission %s failed for uid %s", endpoint, review.uid)
         return admission.internal_error(review)

@@ -1,6 +1,7 @@
-"""`kaito webhook serve|bootstrap`, plugged into `kaito` via the `kaito.commands` entry point.
+"""`kaito webhook serve|bootstrap`: the webhook's own subcommands (`kaito.cli` adds them).
 
-Why: the core's CLI must not import the webhook, so the webhook adds its own subcommands.
+Why: the webhook owns its options; the `kaito` command and `python -m webhook` both call
+`register`.
 Must not: do work at import time or hold logic beyond argument parsing; the work is in
 `webhook.serve` and `webhook.bootstrap`.
 """

@@ -12,7 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crds.workspace import API_VERSIONS, PROVISIONERS
+
+SERVED_VERSIONS = tuple(v.split("/", 1)[1] for v in API_VERSIONS)  # v1alpha1, v1beta1
+
 PREFIX = "KAITO_WEBHOOK_"
+# The install's default provisioner: the reconciler's variable, so one install setting
+# gives both shells the same idea of which Workspaces need an instanceType.
+PROVISIONER_ENV = "KAITO_PROVISIONER"
 DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -32,6 +39,8 @@ class Settings:
     `deprecated_versions` lists Workspace API versions that get a deprecation warning.
     It is empty by default: v1alpha1 is the storage version and the one the seed examples
     use, so its users are not nagged until the CRD itself marks it deprecated.
+    `provisioner` is the install's default provisioner (`byo`: a labelSelector alone names
+    the nodes, so a Workspace needs no instanceType and no kaito.sh/provisioner annotation).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -40,6 +49,7 @@ class Settings:
     cert_dir: Path | None = None
     log_level: str = "INFO"
     deprecated_versions: frozenset[str] = field(default_factory=frozenset)
+    provisioner: str = PROVISIONERS[0]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -52,11 +62,16 @@ class Settings:
         versions = environ.get(PREFIX + "DEPRECATED_VERSIONS", "")
         deprecated = frozenset(v.strip() for v in versions.split(",") if v.strip())
         for version in sorted(deprecated):
-            if version not in ("v1alpha1", "v1beta1"):
+            if version not in SERVED_VERSIONS:
                 problems.append(
                     f"{PREFIX}DEPRECATED_VERSIONS: {version!r} is not a served Workspace version "
-                    "(v1alpha1, v1beta1)"
+                    f"({', '.join(SERVED_VERSIONS)})"
                 )
+        provisioner = environ.get(PROVISIONER_ENV, PROVISIONERS[0]).strip().lower()
+        if provisioner not in PROVISIONERS:
+            problems.append(
+                f"{PROVISIONER_ENV}={provisioner!r}: must be one of {', '.join(PROVISIONERS)}"
+            )
         settings = cls(
             max_body_bytes=max_body,
             models_path=_path(environ, "CATALOG_MODELS", problems, want_dir=False),
@@ -64,6 +79,7 @@ class Settings:
             cert_dir=_path(environ, "CERT_DIR", problems, want_dir=True),
             log_level=level,
             deprecated_versions=deprecated,
+            provisioner=provisioner,
         )
         if problems:
             raise SettingsError(problems)

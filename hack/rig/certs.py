@@ -5,7 +5,8 @@ needs a CA, a serving cert with the SANs in-cluster clients use, an admin client
 `system:masters`, and an RSA key pair that signs service-account tokens.
 
 It must not: write outside the directory it is given, reuse keys across state dirs, or
-make certificates valid for any address other than loopback and the in-cluster names.
+make certificates valid for any address other than loopback, the in-cluster names and
+the rig's own control-plane address (a bridge it made, see rig.hostnet).
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ def _leaf(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: x509.
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
-def make_certificates(directory: Path, *, now: datetime.datetime | None = None) -> CertPaths:
-    """Create a fresh CA, serving cert, admin cert and service-account key pair."""
+def make_certificates(directory: Path, *, now: datetime.datetime | None = None,
+                      extra_ips: tuple[str, ...] = ()) -> CertPaths:
+    """Create a fresh CA, serving cert, admin cert and service-account key pair.
+
+    extra_ips: more serving-cert SANs (the apiserver's pod-reachable address).
+    """
     now = now or datetime.datetime.now(datetime.UTC)
     directory.mkdir(parents=True, exist_ok=True)
     paths = CertPaths.under(directory)
@@ -97,7 +102,8 @@ def make_certificates(directory: Path, *, now: datetime.datetime | None = None) 
                                        key_agreement=False, key_cert_sign=True, crl_sign=True,
                                        encipher_only=False, decipher_only=False), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip))
+                                    for ip in (*SERVING_IPS, *extra_ips)]
     sans += [x509.DNSName(n) for n in SERVING_DNS]
     serving = _leaf(ca_key, ca_name, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH,
                     now, sans)
@@ -116,3 +122,17 @@ def make_certificates(directory: Path, *, now: datetime.datetime | None = None) 
         if path.name.endswith(".key"):
             path.chmod(0o600)
     return paths
+
+
+def client_certificate(paths: CertPaths, cn: str, org: str, crt: Path, key: Path) -> None:
+    """A client cert signed by the control plane's CA (e.g. system:node:NAME in system:nodes)."""
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{paths.ca_key} is not the EC key make_certificates writes")
+    ca_name = x509.load_pem_x509_certificate(paths.ca_crt.read_bytes()).subject
+    cert, key_pem = _leaf(ca_key, ca_name, _name(cn, org), ExtendedKeyUsageOID.CLIENT_AUTH,
+                          datetime.datetime.now(datetime.UTC))
+    crt.parent.mkdir(parents=True, exist_ok=True)
+    crt.write_bytes(cert)
+    key.write_bytes(key_pem)
+    key.chmod(0o600)

@@ -4,10 +4,16 @@ Why: tests and the demo need a real API server on machines without Docker (see
 docs/contracts.md "Test rig"). `python -m rig.cluster up|down|status|logs COMPONENT` is
 the command line; `ControlPlane(state_dir)` the Python face used by the pytest fixture.
 
+As root, the apiserver binds and advertises an address of a bridge the rig makes for it
+(`kaito-cpN`, 10.247.N.1, see rig.hostnet), with that address in its serving cert: pods on
+real nodes then reach it through the `kubernetes` Service, as in any cluster. Without root
+it stays on 127.0.0.1 (and real nodes are not possible). `down` also stops the state dir's
+real nodes (rig.realnode) and deletes that bridge.
+
 It must not: start a second copy when one is already healthy in the same state dir,
-stop processes it did not record, listen on anything but 127.0.0.1, or leave a half
-started control plane behind when `up` fails (it stops what it started and raises with
-the failing component's log tail).
+stop processes it did not record, listen on anything but 127.0.0.1 and its own bridge
+address, or leave a half started control plane behind when `up` fails (it stops what it
+started and raises with the failing component's log tail).
 """
 
 from __future__ import annotations
@@ -25,9 +31,9 @@ from typing import Any
 
 from kubernetes.client import ApiClient, Configuration
 
-from rig import k8sbuild, procs
+from rig import hostnet, k8sbuild, procs
 from rig.certs import make_certificates
-from rig.components import COMPONENTS, Component, Layout, kubeconfig_text
+from rig.components import COMPONENTS, RECIPE, Component, Layout, kubeconfig_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_STATE = REPO / ".local"
@@ -56,8 +62,13 @@ class ControlPlane:
         return self.layout.certs.ca_crt
 
     @property
+    def address(self) -> str:
+        """Where the apiserver listens: its own bridge address as root, else 127.0.0.1."""
+        return str(self._state().get("address", "127.0.0.1"))
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self._state()['ports']['kube-apiserver']}"
+        return f"https://{self.address}:{self._state()['ports']['kube-apiserver']}"
 
     @property
     def kubectl(self) -> Path:
@@ -100,6 +111,11 @@ class ControlPlane:
     def _argv0(self, comp: Component, state: dict[str, Any]) -> str:
         return ETCD if comp.name == "etcd" else str(Path(state["bin_dir"]) / comp.name)
 
+    @staticmethod
+    def _url(comp: Component, state: dict[str, Any], port: int) -> str:
+        host = state.get("address", "127.0.0.1") if comp.name == "kube-apiserver" else "127.0.0.1"
+        return comp.health_url(port, str(host))
+
     def health(self) -> dict[str, tuple[int, int, bool, str]]:
         """name -> (pid, port, healthy, detail) for each recorded component."""
         state = self._state()
@@ -110,7 +126,8 @@ class ControlPlane:
             if not procs.is_ours(pid, self._argv0(comp, state), str(self.state_dir)):
                 out[name] = (pid, port, False, "not running")
                 continue
-            ok, body = procs.probe(comp.health_url(port), ca=self.ca_file if comp.verify else None,
+            ok, body = procs.probe(self._url(comp, state, port),
+                                   ca=self.ca_file if comp.verify else None,
                                    cert=self._client_cert)
             out[name] = (pid, port, ok, "ok" if ok else body.strip()[:200])
         return out
@@ -146,6 +163,8 @@ class ControlPlane:
         while True:
             try:
                 health = self.health()
+                if self._state().get("recipe") != RECIPE:
+                    return False  # started with other flags: restart with today's
             except ControlPlaneError:
                 return False
             if all(h[2] for h in health.values()):
@@ -158,13 +177,20 @@ class ControlPlane:
 
     def _start(self, bin_dir: Path, timeout: float) -> None:
         self.down()
-        make_certificates(self.layout.certs_dir)
         ports = {name: procs.free_port() for name in COMPONENTS}
         ports["etcd-peer"] = procs.free_port()
-        state: dict[str, Any] = {"bin_dir": str(bin_dir), "ports": ports, "pids": {}}
+        state: dict[str, Any] = {"bin_dir": str(bin_dir), "ports": ports, "pids": {},
+                                 "recipe": RECIPE, "address": "127.0.0.1"}
+        if hostnet.can_make_links():
+            link = hostnet.make_bridge(hostnet.CP_PREFIX, hostnet.CP_NET, 32)
+            state["address"], state["cp_link"] = link.address, link.name
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.layout.state_file.write_text(json.dumps(state, indent=2))
+        make_certificates(self.layout.certs_dir, extra_ips=(
+            () if state["address"] == "127.0.0.1" else (state["address"],)))
         deadline = time.monotonic() + timeout
         for name, comp in COMPONENTS.items():
-            argv = [self._argv0(comp, state), *comp.args(self.layout, ports)]
+            argv = [self._argv0(comp, state), *comp.args(self.layout, ports, state["address"])]
             state["pids"][name] = procs.start(argv, self.layout.log(name))
             self.layout.state_file.write_text(json.dumps(state, indent=2))
             if name in ("etcd", "kube-apiserver"):  # the others need these to be serving
@@ -176,7 +202,7 @@ class ControlPlane:
 
     def _wait(self, comp: Component, state: dict[str, Any], deadline: float) -> None:
         pid, port = state["pids"][comp.name], state["ports"][comp.name]
-        url = comp.health_url(port)
+        url = self._url(comp, state, port)
         detail = ""
         while time.monotonic() < deadline:
             if not procs.is_ours(pid, self._argv0(comp, state), str(self.state_dir)):
@@ -194,14 +220,20 @@ class ControlPlane:
         raise ControlPlaneError(f"{why}\n{tails}")
 
     def down(self) -> list[str]:
-        """Stop every recorded process (ours only) and remove the state dir's contents."""
-        stopped: list[str] = []
+        """Stop the real nodes, every recorded process (ours only), delete our bridge, and
+        remove the state dir's contents."""
+        from rig.realnode import RealNodes  # realnode reads this module's state
+
+        stopped: list[str] = RealNodes(self.state_dir).down()
         if self.layout.state_file.exists():
             state = self._state()
             for name in reversed(list(COMPONENTS)):
                 pid = int(state["pids"].get(name, 0))
                 if procs.stop(pid, self._argv0(COMPONENTS[name], state), str(self.state_dir)):
                     stopped.append(f"{name} (pid {pid})")
+            link = state.get("cp_link")
+            if link and hostnet.delete_link(str(link)):
+                stopped.append(f"bridge {link}")
         for path in self.layout.owned_paths():
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -225,6 +257,35 @@ def _cmd_status(cp: ControlPlane) -> int:
     return 0 if all(h[2] for h in health.values()) else 1
 
 
+def _cmd_nodes(cp: ControlPlane, args: argparse.Namespace) -> int:
+    from rig.realnode import RealNodeError, RealNodes
+
+    nodes = RealNodes(cp.state_dir)
+    try:
+        if args.command == "node-up":
+            labels = dict(item.split("=", 1) for item in args.label)
+            taints = []
+            for item in args.taint:
+                kv, _, effect = item.rpartition(":")
+                key, _, value = kv.partition("=")
+                taints.append({"key": key, "value": value, "effect": effect})
+            t = nodes.start(args.name, labels=labels, taints=taints, gpus=args.gpus)
+            print(f"node {args.name} Ready in {t.ready:.1f}s (dockerd {t.dockerd:.1f}s, "
+                  f"registered {t.registered:.1f}s)")
+        elif args.command == "node-down":
+            print("stopped: " + (", ".join(nodes.stop(args.name, delete_node=True))
+                                 or "nothing was running"))
+        else:
+            for name in nodes.names():
+                rec = nodes.record(name) or {}
+                print(f"{name:<30} {rec.get('ip', '?'):<14} {rec.get('bridge', '?'):<12} "
+                      f"gpus={rec.get('gpus', 0)} pids={rec.get('pids', {})}")
+    except (RealNodeError, ValueError, OSError) as exc:
+        print(f"{args.command} failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="local-cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
@@ -235,8 +296,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs = sub.add_parser("logs", help="the tail of one component's log")
     logs.add_argument("component", choices=list(COMPONENTS))
     logs.add_argument("-n", "--lines", type=int, default=60)
+    node_up = sub.add_parser("node-up", help="start a real node (kubelet + its own dockerd)")
+    node_up.add_argument("name")
+    node_up.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu to advertise")
+    node_up.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    node_up.add_argument("--taint", action="append", default=[], metavar="KEY=VALUE:EFFECT")
+    node_down = sub.add_parser("node-down", help="stop a real node and delete its Node")
+    node_down.add_argument("name")
+    sub.add_parser("nodes", help="the real nodes of this state dir")
     args = parser.parse_args(argv)
     cp = ControlPlane(args.state_dir)
+    if args.command in ("node-up", "node-down", "nodes"):
+        return _cmd_nodes(cp, args)
     if args.command == "up":
         started = time.monotonic()
         try:

@@ -16,8 +16,11 @@ import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-BUILD_PACKAGES = ("golang-go", "etcd-server", "rsync", "jq", "dpkg-dev", "make",
+BUILD_PACKAGES = ("golang-go", "etcd-server", "rsync", "jq", "dpkg-dev", "make", "gcc", "libc6-dev",
                   "golang-github-modern-go-reflect2-dev", "iproute2")
+# What real nodes run on (rig.realnode): Debian's Docker engine, iptables for kube-proxy
+# and the kubelet, conntrack for kube-proxy's UDP cleanup.
+NODE_PACKAGES = ("docker.io", "iptables", "conntrack")
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
 OUR_SRC_FILE = SOURCES_DIR / "kaito-py-deb-src.sources"
 

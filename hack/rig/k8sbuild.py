@@ -26,13 +26,18 @@ from typing import TextIO
 
 from rig import debian
 
-BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# Go commands built with `make WHAT=cmd/...`; the kubelet and kube-proxy run the rig's real nodes.
+GO_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl",
+               "kubelet", "kube-proxy")
+# The pod sandbox's pause process, compiled from the same tree (build/pause/linux/pause.c).
+PAUSE = "pause"
+BINARIES = (*GO_COMMANDS, PAUSE)
 SOURCE_PACKAGE = "kubernetes"
 REFLECT2_PACKAGE = "golang-github-modern-go-reflect2-dev"
 REFLECT2_MOD = "github.com/modern-go/reflect2"
 REFLECT2_SRC = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 # Bump when the build recipe changes in a way that changes the binaries.
-FIX_REVISION = "reflect2-1.0.2-vendor-swap/1"
+FIX_REVISION = "reflect2-1.0.2-vendor-swap/2+kubelet+kube-proxy+pause"
 HEARTBEAT_SECONDS = 15.0
 
 
@@ -148,7 +153,7 @@ def _build(key_dir: Path, version: str, progress: Progress) -> None:
     src = trees[0]
     progress.say("step 2/5: replace vendored reflect2 v1.0.1 with Debian's 1.0.2 (Go >= 1.18 fix)")
     apply_reflect2_fix(src)
-    progress.say("step 3/5: make WHAT=" + " ".join(f"cmd/{b}" for b in BINARIES) + " (minutes)")
+    progress.say("step 3/5: make WHAT=" + " ".join(f"cmd/{b}" for b in GO_COMMANDS) + " (minutes)")
     gopath = work / ".go"
     (gopath / "src" / "k8s.io").mkdir(parents=True)
     link = gopath / "src" / "k8s.io" / "kubernetes"
@@ -157,10 +162,12 @@ def _build(key_dir: Path, version: str, progress: Progress) -> None:
     env = {**os.environ, "GOPATH": str(gopath), "GOCACHE": str(work / ".gocache"),
            "HOME": str(work / "home"), "CGO_ENABLED": "0", "GOPROXY": "off"}
     env.pop("GOROOT", None)
-    what = "WHAT=" + " ".join(f"cmd/{b}" for b in BINARIES)
+    what = "WHAT=" + " ".join(f"cmd/{b}" for b in GO_COMMANDS)
     _run(["make", what], progress, cwd=link, env=env, echo=True)
-    progress.say("step 4/5: copy binaries into the cache")
     out = src / "_output" / "local" / "bin" / "linux" / "amd64"
+    _run(["gcc", "-Os", "-static", "-o", str(out / PAUSE), "build/pause/linux/pause.c"],
+         progress, cwd=src)
+    progress.say("step 4/5: copy binaries into the cache")
     tmp = key_dir / "bin.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -1,36 +1,29 @@
-"""A small raw-JSON client for the rig: paths in, dicts out, explicit patch types.
+"""Path-based verbs for the rig over the project's one raw JSON client (reconciler.kube).
 
-Why: the rig writes plain JSON objects (nodes, pod status, CRDs) and its tests read them
-back as JSON, while the generated typed APIs want model objects and send a dict body
-as a JSON patch unless told otherwise. Going through `ApiClient.param_serialize` /
-`call_api` keeps the kubeconfig's TLS setup and makes every patch type explicit.
+Why: the rig writes plain JSON objects (nodes, pod status, CRDs) by path, with every patch
+type explicit (the generated typed APIs send a dict body as a JSON patch unless told
+otherwise). The transport, TLS setup and error decoding are reconciler.kube's; this module
+only adds the verbs the rig speaks and keeps no call log.
 
 It must not: retry, cache, or turn an error answer into a value; every non-2xx answer
-raises KubeApiError with the server's status, reason and message.
+raises KubeApiError (reconciler.kube.KubeError) with the server's status, reason and message.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 from kubernetes.client import ApiClient
+
+from reconciler.kube import Kube as JsonClient
+from reconciler.kube import KubeError as KubeApiError
+
+__all__ = ["PATCH_TYPES", "Kube", "KubeApiError", "Obj"]
 
 Obj = dict[str, Any]
 PATCH_TYPES = {"json": "application/json-patch+json", "merge": "application/merge-patch+json",
                "strategic": "application/strategic-merge-patch+json"}
-
-
-class KubeApiError(Exception):
-    """A non-2xx answer from the API server."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 class Kube:
@@ -39,20 +32,13 @@ class Kube:
     def __init__(self, api: ApiClient, *, timeout: float = 30.0) -> None:
         self.api = api
         self.timeout = timeout
+        self._client = JsonClient(api, timeout=timeout, record=False)
 
     def request(self, method: str, path: str, body: Any = None, *,
                 query: Mapping[str, str] | None = None,
                 content_type: str = "application/json") -> Obj:
-        url = f"{path}?{urlencode(query)}" if query else path
-        ser = self.api.param_serialize(
-            method=method, resource_path=url, body=body, auth_settings=["BearerToken"],
-            header_params={"Accept": "application/json", "Content-Type": content_type})
-        resp = self.api.call_api(*ser, _request_timeout=self.timeout)
-        data: bytes = resp.read() or b""  # type: ignore[no-untyped-call]
-        status = int(resp.status)
-        if status >= 300:
-            raise _error(status, data)
-        return dict(json.loads(data)) if data else {}
+        return dict(self._client.request(method, path, query=query, body=body,
+                                         content_type=content_type))
 
     def get(self, path: str, **query: str) -> Obj:
         return self.request("GET", path, query=query)
@@ -80,13 +66,3 @@ class Kube:
                 return False
             raise
         return True
-
-
-def _error(status: int, data: bytes) -> KubeApiError:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        return KubeApiError(status, "", data.decode(errors="replace")[:500])
-    if not isinstance(doc, dict):
-        return KubeApiError(status, "", str(doc)[:500])
-    return KubeApiError(status, str(doc.get("reason", "")), str(doc.get("message", "")))

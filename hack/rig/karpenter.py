@@ -8,6 +8,12 @@ Karpenter does (Launched / Registered / Initialized / Ready, nodeName, providerI
 instance type can be set to fail: the NodeClaim then gets Launched=False, reason
 LaunchFailed, with Azure's quota wording. When a NodeClaim goes away its Node goes too.
 
+Given `real_nodes` (rig.realnode.RealNodes), the Node is a REAL node: a kubelet with its own
+dockerd, registered with the claim's labels and taints, advertising the SKU's GPU count;
+the claim turns Registered/Initialized/Ready once that node is Ready, and deleting the
+claim stops the kubelet and dockerd and removes the node's containers. A real node that
+cannot start fails the claim (LaunchFailed) with the rig's reason.
+
 It must not touch NodeClaims of other node pools, nor Nodes it did not create.
 """
 
@@ -24,7 +30,8 @@ from kubernetes.client.exceptions import ApiException
 
 from presets.catalog import Catalog, load_catalog
 from rig.kapi import KubeApiError
-from rig.nodes import create_gpu_node
+from rig.nodes import create_gpu_node, node_body
+from rig.realnode import RealNodeError, RealNodes
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +74,14 @@ class SimKarpenter:
         catalog: Catalog | None = None,
         failures: Mapping[str, str] | None = None,
         nodepool: str = "kaito",
+        real_nodes: RealNodes | None = None,
     ) -> None:
         self.api = api
         self.catalog = catalog or load_catalog()
         self.failures: dict[str, str] = dict(failures or {})
         self.nodepool = nodepool
+        self.real_nodes = real_nodes
+        self.errors: list[str] = []
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self._stop = threading.Event()
@@ -110,7 +120,17 @@ class SimKarpenter:
             self._set_status(claim, {"conditions": self._failed(self.failures[itype])})
             return f"failed {name}"
         node_name = f"aks-{name}"
-        self._create_node(claim, node_name, itype)
+        if self.real_nodes is not None:
+            try:
+                self._start_real_node(claim, node_name, itype)
+            except RealNodeError as exc:
+                self.errors.append(str(exc))
+                log.error("real node for %s failed: %s", name, exc)
+                first = str(exc).splitlines()[0]
+                self._set_status(claim, {"conditions": self._failed(first)})
+                return f"failed {name}: {first}"
+        else:
+            self._create_node(claim, node_name, itype)
         self._set_status(
             claim,
             {
@@ -141,6 +161,32 @@ class SimKarpenter:
         except (ApiException, KubeApiError) as exc:
             if exc.status != 409:  # already registered by an earlier step
                 raise
+        self.core.patch_node(
+            node_name, {"metadata": {"annotations": {MADE_BY: claim["metadata"]["name"]}}}
+        )
+
+    def _labels_taints(self, claim: Mapping[str, Any], node_name: str,
+                       itype: str) -> tuple[dict[str, str], list[dict[str, str]], int]:
+        spec = self.catalog.instance_type(itype)
+        gpus = spec.gpu_count if spec else 1
+        mib = int(spec.gpu_memory_gib * 1024) if spec and spec.gpu_count else None
+        labels = dict(claim["metadata"].get("labels") or {})
+        labels[INSTANCE_TYPE_KEY] = itype
+        body = node_body(node_name, instance_type=itype, gpus=gpus,
+                         gpu_product=(spec.gpu_model if spec and spec.gpu_model else "NVIDIA-A100"),
+                         gpu_memory_mib=mib, labels=labels, taints=None, zone="eastus-1")
+        taints = [dict(t) for t in (claim.get("spec") or {}).get("taints") or []]
+        return dict(body["metadata"]["labels"]), taints, gpus
+
+    def _start_real_node(self, claim: Mapping[str, Any], node_name: str, itype: str) -> None:
+        """Start a real kubelet node for the claim (blocks until Ready, some seconds)."""
+        assert self.real_nodes is not None
+        if node_name in self.real_nodes.names():
+            return
+        labels, taints, gpus = self._labels_taints(claim, node_name, itype)
+        times = self.real_nodes.start(node_name, labels=labels, taints=taints, gpus=gpus,
+                                      owner=claim["metadata"]["name"])
+        log.info("real node %s Ready in %.1fs", node_name, times.ready)
         self.core.patch_node(
             node_name, {"metadata": {"annotations": {MADE_BY: claim["metadata"]["name"]}}}
         )
@@ -193,12 +239,20 @@ class SimKarpenter:
             name = str(node["metadata"]["name"])
             owner = (node["metadata"].get("annotations") or {}).get(MADE_BY)
             if owner and owner not in live_claims:
+                if self.real_nodes is not None and name in self.real_nodes.names():
+                    self.real_nodes.stop(name)  # the kubelet first: it would re-register
                 try:
                     self.core.delete_node(name)
                 except ApiException as exc:
                     if exc.status != 404:
                         raise
                 actions.append(f"removed node {name}")
+        if self.real_nodes is not None:  # started, but never annotated (a failed start)
+            for name in self.real_nodes.names():
+                rec = self.real_nodes.record(name) or {}
+                if rec.get("owner") and rec["owner"] not in live_claims:
+                    self.real_nodes.stop(name, delete_node=True)
+                    actions.append(f"removed real node {name}")
         return actions
 
     # Background --------------------------------------------------------------------

@@ -5,9 +5,10 @@ finish, and failures (image pull, OOM, crash) must look exactly as a kubelet rep
 them. A policy decides per pod what happens; "run" starts the pod's entry point as a
 local process (see rig.podproc) and reports Ready only when its readinessProbe answers.
 
-It must not: touch pods on nodes it does not serve, write a status that did not change
-(each write bumps resourceVersion and wakes every watcher), or outlive stop(): stop()
-kills exactly the processes it started and deletes the namespaces it made.
+It must not: touch pods on nodes it does not serve or on nodes a real kubelet registered
+(rig.realnode), write a status that did not change (each write bumps resourceVersion and
+wakes every watcher), or outlive stop(): stop() kills exactly the processes it started
+and deletes the namespaces it made.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class SimKubelet:
     _pods: dict[str, _Tracked] = field(default_factory=dict, init=False)
     _nets: Networks = field(default_factory=Networks, init=False)
     _ip_seq: int = field(default=0, init=False)
+    _real: dict[str, bool] = field(default_factory=dict, init=False)
     errors: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +80,20 @@ class SimKubelet:
 
     def serves(self, node: str) -> bool:
         return bool(self.nodes(node)) if callable(self.nodes) else node in self.nodes
+
+    def _runs_real_kubelet(self, node: str) -> bool:
+        """A node registered by a real kubelet (rig.realnode) is never ours, whatever `nodes`
+        says: two kubelets writing one pod's status would fight. Asked once per node."""
+        if node not in self._real:
+            try:
+                info = self._kube.get(f"/api/v1/nodes/{node}").get("status", {}).get("nodeInfo")
+            except KubeApiError as exc:
+                if exc.status == 404:
+                    return False  # a pod bound to a name with no Node: simulated, ask again later
+                raise
+            runtime = str((info or {}).get("containerRuntimeVersion", ""))
+            self._real[node] = runtime.startswith("docker://")  # dockershim reports it
+        return self._real[node]
 
     def processes(self) -> dict[str, int]:
         """Pod uid -> PID of each pod process started in "run" mode and still tracked."""
@@ -127,7 +143,8 @@ class SimKubelet:
     def tick(self) -> None:
         """One pass: every bound pod on our nodes gets its status brought up to date."""
         bound = self._kube.items("/api/v1/pods", fieldSelector="spec.nodeName!=")
-        pods = [p for p in bound if self.serves(p["spec"]["nodeName"])]
+        pods = [p for p in bound if self.serves(p["spec"]["nodeName"])
+                and not self._runs_real_kubelet(p["spec"]["nodeName"])]
         seen = set()
         for pod in pods:
             seen.add(pod["metadata"]["uid"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from crds.workspace import API_VERSION, KIND
 from reconciler.provision.aks_arm import AgentPools, ArmError, Obj
 from reconciler.provision.base import (
     NodeRequest,
@@ -275,8 +276,8 @@ class AgentPoolProvisioner:
                     continue
                 self._delete(pools, pname)
                 ref = {
-                    "apiVersion": "kaito.sh/v1beta1",
-                    "kind": "Workspace",
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
                     "metadata": {"namespace": owner[0], "name": owner[1]},
                 }
                 writer.event(

@@ -32,6 +32,8 @@ class NodeRequest:
     label_selector: Mapping[str, str]
     preferred_nodes: Sequence[str] = ()
     gpus_per_node: int = 1
+    gpu_resource: str = "nvidia.com/gpu"  # or a MIG slice: nvidia.com/mig-1g.10gb
+    match_expressions: Sequence[Mapping[str, Any]] = ()  # of the label selector, honoured
     gpu_memory_gib_per_gpu: float | None = None
     required_gpu_memory_gib: float = 0.0
     storage_gib: int = 100

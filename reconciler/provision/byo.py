@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from presets.catalog import InstanceType
 from reconciler.provision.base import NodeRequest, NodeStatus, Obj, Snapshot, Writer
 
 GPU_RESOURCE = "nvidia.com/gpu"
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 LABEL_GPU_MEMORY = "nvidia.com/gpu.memory"  # per GPU, MiB (NVIDIA GPU feature discovery)
+LABEL_GPU_COUNT = "nvidia.com/gpu.count"
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
 LABEL_NODEPOOL = "karpenter.sh/nodepool"
 
 
@@ -39,16 +43,17 @@ def node_is_ready(node: Obj) -> bool:
     return False
 
 
-def gpu_capacity(node: Obj) -> int:
-    """The node's advertised nvidia.com/gpu capacity (0 when the device plugin is not up)."""
-    raw = ((node.get("status") or {}).get("capacity") or {}).get(GPU_RESOURCE, "0")
+def gpu_capacity(node: Obj, resource: str = GPU_RESOURCE) -> int:
+    """The node's advertised nvidia.com/gpu (or MIG slice `resource`) capacity; 0 when the
+    device plugin is not up."""
+    raw = ((node.get("status") or {}).get("capacity") or {}).get(resource, "0")
     try:  # a quantity: the API may write 1000 GPUs as "1k"
         return max(0, int(parse_quantity(str(raw))))  # type: ignore[no-untyped-call]
     except (ValueError, ArithmeticError):
         return 0
 
 
-def node_problem(node: Obj, gpus_per_node: int) -> str:
+def node_problem(node: Obj, gpus_per_node: int, resource: str = GPU_RESOURCE) -> str:
     """Why this node cannot run GPU work now ("" when it can): Ready, schedulable, GPUs up."""
     if (node.get("metadata") or {}).get("deletionTimestamp"):
         return "being deleted"
@@ -56,23 +61,28 @@ def node_problem(node: Obj, gpus_per_node: int) -> str:
         return "not Ready"
     if (node.get("spec") or {}).get("unschedulable"):
         return "cordoned (spec.unschedulable)"
-    have = gpu_capacity(node)
+    have = gpu_capacity(node, resource)
     if gpus_per_node > 0 and have == 0:
-        return f"advertises no {GPU_RESOURCE} capacity (NVIDIA device plugin not running?)"
+        return f"advertises no {resource} capacity (NVIDIA device plugin not running?)"
     if have < gpus_per_node:
-        return f"advertises {have} {GPU_RESOURCE}, the Workspace needs {gpus_per_node} per node"
+        return f"advertises {have} {resource}, the Workspace needs {gpus_per_node} per node"
     return ""
 
 
-def _gpu_memory_gib(node: Obj) -> float | None:
+def _per_gpu_gib(node: Obj) -> float | None:
+    """GiB per GPU from the feature-discovery label (MiB), rounded to whole GiB."""
     raw = node_labels(node).get(LABEL_GPU_MEMORY)
     if raw is None:
         return None
     try:
-        per_gpu_gib = round(int(raw) / 1024)
+        return float(round(int(raw) / 1024))
     except ValueError:
         return None
-    return float(per_gpu_gib * max(gpu_capacity(node), 1))
+
+
+def _gpu_memory_gib(node: Obj) -> float | None:
+    per_gpu = _per_gpu_gib(node)
+    return None if per_gpu is None else per_gpu * max(gpu_capacity(node), 1)
 
 
 def _fit_problem(req: NodeRequest, node: Obj) -> str:
@@ -94,9 +104,60 @@ def _fit_problem(req: NodeRequest, node: Obj) -> str:
     return ""
 
 
-def matches_selector(node: Obj, selector: Mapping[str, str]) -> bool:
+def _expression_holds(labels: Mapping[str, str], expr: Mapping[str, Any]) -> bool:
+    key, op = str(expr.get("key")), expr.get("operator")
+    values = [str(v) for v in expr.get("values") or []]
+    if op == "In":
+        return key in labels and labels[key] in values
+    if op == "NotIn":
+        return key not in labels or labels[key] not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    return False  # an operator admission refuses never matches
+
+
+def matches_selector(
+    node: Obj, selector: Mapping[str, str], expressions: Sequence[Mapping[str, Any]] = ()
+) -> bool:
+    """matchLabels and matchExpressions, as the API server selects; an empty selector
+    selects nothing (bring-your-own nodes are named, never "every node")."""
     labels = node_labels(node)
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+    if not selector and not expressions:
+        return False
+    return all(labels.get(k) == v for k, v in selector.items()) and all(
+        _expression_holds(labels, e) for e in expressions
+    )
+
+
+def node_gpus(nodes: Sequence[Obj]) -> InstanceType | None:
+    """The GPUs every one of `nodes` has, from NVIDIA's feature-discovery labels
+    (`nvidia.com/gpu.count`, `.memory` in MiB per GPU, `.product`) or the advertised
+    capacity, as an instance type the GPU fit can use; None when a node shows none."""
+    counts: list[int] = []
+    memories: list[float] = []
+    products: set[str] = set()
+    for node in nodes:
+        labels = node_labels(node)
+        raw = labels.get(LABEL_GPU_COUNT, "")
+        counts.append(int(raw) if raw.isdigit() else gpu_capacity(node))
+        per_gpu = _per_gpu_gib(node)
+        if per_gpu:
+            memories.append(per_gpu)
+        products.add(labels.get(LABEL_GPU_PRODUCT, "unknown GPU"))
+    if not counts or min(counts) <= 0:
+        return None
+    return InstanceType(
+        name=f"bring-your-own {'/'.join(sorted(products))}",
+        cloud="byo",
+        gpu_model="/".join(sorted(products)),
+        gpu_count=min(counts),
+        gpu_memory_gib=min(memories) if len(memories) == len(nodes) else 0.0,
+        vcpu=0,
+        memory_gib=0.0,
+        relative_cost=0.0,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,14 +198,16 @@ def select_byo_nodes(
         elif name not in candidates:
             candidates.append(name)
     for name in sorted(by_name):
-        if name not in candidates and matches_selector(by_name[name], req.label_selector):
+        if name not in candidates and matches_selector(
+            by_name[name], req.label_selector, req.match_expressions
+        ):
             candidates.append(name)
     chosen: list[str] = []
     for name in candidates:
         node = by_name[name]
         if exclude_provisioned and LABEL_NODEPOOL in node_labels(node):
             continue
-        why = node_problem(node, req.gpus_per_node) or _fit_problem(req, node)
+        why = node_problem(node, req.gpus_per_node, req.gpu_resource) or _fit_problem(req, node)
         if why:
             rejected[name] = why
         else:

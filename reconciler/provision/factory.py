@@ -1,11 +1,11 @@
 """Choose and build a provisioner: per install by setting, per Workspace by annotation.
 
 `ProvisionSettings.from_env` reads the install's choice and the cloud details, reporting every
-bad variable at once; `provisioner_name` applies a Workspace's `kaito.sh/provisioner`
-annotation; `provisioner_for` builds the provisioner (the AKS one gets an ARM client with
-DefaultAzureCredential unless a credential is passed in), and `provisioner_cache` builds each
-one once per process, so that state kept between passes (ARM throttling) survives. Nothing is
-built at import time.
+bad variable at once (a Workspace's `kaito.sh/provisioner` annotation is read with
+crds.workspace.provisioner_of, the rule the webhook validates with); `provisioner_for`
+builds the provisioner (the AKS one gets an ARM client with DefaultAzureCredential unless a
+credential is passed in), and `provisioner_cache` builds each one once per process, so
+that state kept between passes (ARM throttling) survives. Nothing is built at import time.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from crds.workspace import PROVISIONERS
 from reconciler.provision.base import Provisioner
 from reconciler.provision.byo import ByoProvisioner
 from reconciler.provision.karpenter import NodeClaimProvisioner
 from reconciler.provision.karpenter_claims import node_class_for
-
-NAMES = ("karpenter", "aks", "byo")
-ANNOTATION_PROVISIONER = "kaito.sh/provisioner"
 
 
 class SettingsError(ValueError):
@@ -53,8 +51,8 @@ class ProvisionSettings:
     def from_env(cls, environ: Mapping[str, str]) -> ProvisionSettings:
         problems: list[str] = []
         name = environ.get("KAITO_PROVISIONER", "karpenter").strip().lower()
-        if name not in NAMES:
-            problems.append(f"KAITO_PROVISIONER={name!r}: must be one of {', '.join(NAMES)}")
+        if name not in PROVISIONERS:
+            problems.append(f"KAITO_PROVISIONER={name!r}: must be one of {', '.join(PROVISIONERS)}")
         raw_grace = environ.get("KAITO_GC_GRACE_SECONDS", "300").strip()
         grace = int(raw_grace) if raw_grace.isdigit() else -1
         if grace < 0:
@@ -100,22 +98,11 @@ class ProvisionSettings:
         return problems
 
 
-def provisioner_name(annotations: Mapping[str, str] | None, default: str) -> str:
-    """The Workspace's `kaito.sh/provisioner` annotation, else the install default; validated."""
-    chosen = ((annotations or {}).get(ANNOTATION_PROVISIONER) or default).strip().lower()
-    if chosen not in NAMES:
-        raise ValueError(
-            f"annotation {ANNOTATION_PROVISIONER}={chosen!r} is not a provisioner; "
-            f"use one of {', '.join(NAMES)}"
-        )
-    return chosen
-
-
 def provisioner_for(name: str, settings: ProvisionSettings, **aks_options: Any) -> Provisioner:
     """Build provisioner `name`. `aks_options` go to aks_arm.make_client (credential, verify)."""
     problems = settings.problems_for(name)
-    if name not in NAMES:
-        problems.insert(0, f"unknown provisioner {name!r}; use one of {', '.join(NAMES)}")
+    if name not in PROVISIONERS:
+        problems.insert(0, f"unknown provisioner {name!r}; use one of {', '.join(PROVISIONERS)}")
     if problems:
         raise SettingsError(problems)
     if name == "byo":

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-LABEL_WORKSPACE = "kaito.sh/workspace"
-LABEL_WORKSPACE_NAMESPACE = "kaito.sh/workspacenamespace"
+from crds.workspace import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+
 DEFAULT_GRACE = timedelta(minutes=5)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from crds.workspace import API_VERSION
 from reconciler.provision.base import (
     NodeRequest,
     NodeStatus,
@@ -34,7 +35,7 @@ from reconciler.provision.karpenter_claims import (
 )
 
 log = logging.getLogger(__name__)
-WORKSPACE_API = "kaito.sh/v1beta1"
+WORKSPACE_API = API_VERSION
 
 
 def workspace_ref(req: NodeRequest) -> Obj:

@@ -15,32 +15,26 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from crds.workspace import (
+    ANNOTATION_NODE_IMAGE_FAMILY,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    RESERVED_LABEL_KEYS,
+)
 from reconciler.provision.base import NodeRequest, Obj
 from reconciler.provision.byo import node_problem
-from reconciler.provision.gc import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, owner_of
+from reconciler.provision.gc import owner_of
 
 NODECLAIM_API = "karpenter.sh/v1"
 LABEL_NODEPOOL = "karpenter.sh/nodepool"
 NODEPOOL = "kaito"
 ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
-ANNOTATION_IMAGE_FAMILY = "kaito.sh/node-image-family"
 GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
 LIFECYCLE = ("Launched", "Registered", "Initialized")
 MESSAGE_LIMIT = 512
-# Selector keys Kaito reserves for itself; never copied from matchLabels onto NodeClaims.
-RESERVED_LABELS = frozenset(
-    {
-        LABEL_WORKSPACE,
-        LABEL_WORKSPACE_NAMESPACE,
-        "kaito.sh/ragengine",
-        "kaito.sh/ragenginenamespace",
-        "karpenter.kaito.sh/workspace-name",
-        "karpenter.kaito.sh/workspace-namespace",
-        "karpenter.kaito.sh/inferenceset",
-        "karpenter.kaito.sh/inferenceset-namespace",
-        LABEL_NODEPOOL,
-    }
-)
+# Selector keys never copied from matchLabels onto NodeClaims: Kaito's reserved keys (their
+# one home is crds.workspace) and Karpenter's pool, which the claim sets itself.
+RESERVED_LABELS = RESERVED_LABEL_KEYS | {LABEL_NODEPOOL}
 
 
 def claim_name(namespace: str, name: str, uid: str, index: int) -> str:
@@ -104,8 +98,8 @@ def nodeclaim_for(req: NodeRequest, index: int, *, node_class: NodeClassRef, clo
             {"key": "karpenter.azure.com/sku-name", "operator": "In", "values": [req.instance_type]}
         )
     annotations = {ANNOTATION_DO_NOT_DISRUPT: "true"}
-    if ANNOTATION_IMAGE_FAMILY in req.annotations:
-        annotations[ANNOTATION_IMAGE_FAMILY] = req.annotations[ANNOTATION_IMAGE_FAMILY]
+    if ANNOTATION_NODE_IMAGE_FAMILY in req.annotations:
+        annotations[ANNOTATION_NODE_IMAGE_FAMILY] = req.annotations[ANNOTATION_NODE_IMAGE_FAMILY]
     return {
         "apiVersion": NODECLAIM_API,
         "kind": "NodeClaim",

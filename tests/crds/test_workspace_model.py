@@ -78,7 +78,7 @@ def test_names_scope_and_printer_columns_match_the_seed() -> None:
         default = [c["name"].upper() for c in columns if not c.get("priority")]
         wide = [c["name"].upper() for c in columns if c.get("priority") == 1]
         assert default == ["INSTANCE", "RESOURCEREADY", "INFERENCEREADY", "WORKSPACEREADY", "AGE"]
-        assert wide == ["JOBSTARTED", "WORKSPACESUCCEEDED"]
+        assert wide == ["JOBSTARTED", "WORKSPACESUCCEEDED", "CONTEXT", "PARALLELISM"]
         ready = next(c for c in columns if c["name"] == "WorkspaceReady")
         assert ready["jsonPath"] == '.status.conditions[?(@.type=="WorkspaceReady")].status'
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from rig.cluster import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ crds/. It must not need a running cluster (only the rig's kubectl, for kustomize
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any
 
@@ -65,6 +66,18 @@ def reconciler(docs: Docs) -> dict[str, Any]:
 def reconciler_env(docs: Docs) -> dict[str, str]:
     spec = reconciler(docs)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def webhook(docs: Docs) -> dict[str, Any]:
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "kaito-webhook"
+    ]
+    return deployment
+
+
+def webhook_env(docs: Docs) -> dict[str, str]:
+    (container,) = webhook(docs)["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
 
 
@@ -149,6 +162,8 @@ def test_the_reconciler_runs_as_a_batch_v1_cronjob_that_never_overlaps(
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_each_overlay_selects_its_provisioner(rendered: dict[str, Docs], overlay: str) -> None:
     assert reconciler_env(rendered[overlay])["KAITO_PROVISIONER"] == overlay
+    # the webhook judges instanceType by the same install setting (byo: not required)
+    assert webhook_env(rendered[overlay])["KAITO_PROVISIONER"] == overlay
 
 
 def test_the_aks_overlay_names_the_cluster_and_uses_workload_identity(
@@ -163,10 +178,18 @@ def test_the_aks_overlay_names_the_cluster_and_uses_workload_identity(
 
 
 def test_overlays_differ_only_in_the_reconciler(rendered: dict[str, Docs]) -> None:
+    """...and in the webhook's KAITO_PROVISIONER (checked above)."""
+
     def without_cron(docs: Docs) -> Docs:
-        return [
-            d for d in docs if not (d["kind"] == "CronJob" and d["metadata"]["name"] == RECONCILER)
+        kept = [
+            copy.deepcopy(d)
+            for d in docs
+            if not (d["kind"] == "CronJob" and d["metadata"]["name"] == RECONCILER)
         ]
+        for env in webhook(kept)["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if env["name"] == "KAITO_PROVISIONER":
+                env["value"] = "<overlay>"
+        return kept
 
     assert without_cron(rendered["karpenter"]) == without_cron(rendered["byo"])
     assert without_cron(rendered["karpenter"]) == without_cron(rendered["aks"])

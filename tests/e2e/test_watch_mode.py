@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from rig.cluster import ControlPlane
 from rig.kapi import Kube
 from rig.procs import free_port
-
 from tests.support.probes import wait_for
 
 pytestmark = pytest.mark.cluster

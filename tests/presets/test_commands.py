@@ -116,7 +116,57 @@ CASES = [
     pytest.param(
         workspace("gpt-oss-20b", "Standard_NC24ads_A100_v4"), None, id="gpt-oss-20b-mxfp4"
     ),
+    pytest.param(  # fits one GPU with room to batch: one engine per GPU, one endpoint
+        workspace("phi-3-mini-4k-instruct", "Standard_NC96ads_A100_v4"),
+        None,
+        id="phi-3-mini-data-parallel-on-four-a100",
+    ),
+    pytest.param(  # a 128k model on an 80 GiB GPU keeps its whole context
+        workspace("phi-3-mini-128k-instruct", "Standard_NC24ads_A100_v4"),
+        None,
+        id="phi-3-mini-128k-full-context-on-one-a100",
+    ),
+    pytest.param(
+        workspace(
+            "phi-3-mini-4k-instruct",
+            "Standard_NC24ads_A100_v4",
+            annotations={"kaito.sh/performance-mode": "throughput"},
+        ),
+        None,
+        id="phi-3-mini-throughput-mode",
+    ),
 ]
+
+# The representative SKU set the catalog's command lines are pinned (and parsed) on: one,
+# two, four and eight GPUs of the common kinds, both clouds with GPU entries in the catalog.
+REPRESENTATIVE_SKUS = (
+    "Standard_NV36ads_A10_v5",
+    "Standard_NC24ads_A100_v4",
+    "Standard_NC96ads_A100_v4",
+    "Standard_NC80adis_H100_v5",
+    "Standard_ND96isr_H100_v5",
+    "g5.12xlarge",
+)
+
+
+def catalog_commands() -> dict[str, list[str]]:
+    """`PRESET on SKU` -> the vLLM command line, for every vLLM preset on every
+    representative SKU it fits (at the node count the GPU fit computes)."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(CATALOG.models):
+        model = CATALOG.models[name]
+        if model.runtime != "vllm" or model.deprecated:
+            continue
+        for sku in REPRESENTATIVE_SKUS:
+            obj = workspace(name, sku)
+            if model.access == "private":
+                obj["inference"]["preset"]["presetOptions"] = {"image": "registry.example.com/w:1"}
+            expanded = expand_object(obj, CATALOG)
+            if expanded["resource"].get("count") is None:
+                continue  # does not fit that SKU
+            ws = parse_workspace(expanded)
+            out[f"{name} on {sku}"] = inference_command(ws, resolve(ws, CATALOG))
+    return out
 
 
 def test_private_presets_load_the_weights_from_the_users_image() -> None:
@@ -141,6 +191,20 @@ def test_inference_commands_match_golden(
 ) -> None:
     name = request.node.callspec.id
     check_golden(GOLDEN / f"{name}.yaml", command_for(obj, config), update=update_golden)
+
+
+def test_the_catalog_command_lines_match_golden(update_golden: bool) -> None:
+    commands = catalog_commands()
+    assert len(commands) > 100
+    check_golden(GOLDEN / "catalog.yaml", commands, update=update_golden)
+
+
+def test_a_small_model_on_four_gpus_runs_one_engine_per_gpu() -> None:
+    cmd = command_for(workspace("phi-3-mini-4k-instruct", "Standard_NC96ads_A100_v4"))
+    args = cmd[cmd.index("--") + 1 :]
+    assert args[args.index("--data-parallel-size") + 1] == "4"
+    assert args[args.index("--tensor-parallel-size") + 1] == "1"
+    assert "--distributed-executor-backend" not in args
 
 
 def test_user_config_wins_key_by_key_and_cannot_move_the_port() -> None:
@@ -183,7 +247,7 @@ def test_a_workspace_without_a_preset_has_no_preset_command() -> None:
 def test_the_commands_module_imports_no_torch() -> None:
     code = (
         "import sys, presets.commands; "
-        "bad = [m for m in ('torch', 'transformers', 'peft', 'presets.runtime') "
+        "bad = [m for m in ('torch', 'transformers', 'peft', 'runtime') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run(

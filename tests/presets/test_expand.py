@@ -12,9 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crds.workspace import parse_workspace
+from crds.workspace import parse_workspace, parse_workspace_lenient
 from presets.catalog import Catalog, load_catalog
-from presets.expand import expand_object, resolve
+from presets.expand import expand, expand_object, resolve
 from presets.fit import fit_report
 from tests.presets.factories import EXAMPLES, inference_ws, tuning_ws
 from tests.support.golden import check_golden
@@ -227,6 +227,23 @@ def test_expansion_is_idempotent_and_add_only(doc: dict[str, Any]) -> None:
     assert doc == before, "the input must not be modified"
     assert expand_object(once, CATALOG) == once
     _assert_contains(once, before)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_workspaces())
+def test_the_typed_expansion_is_the_parse_of_the_expanded_object(doc: dict[str, Any]) -> None:
+    result = expand(doc, CATALOG)
+    parsed, errors = parse_workspace_lenient(result.obj)
+    assert (result.ws, result.errors) == (parsed, errors)
+
+
+def test_the_typed_expansion_matches_on_every_example() -> None:
+    docs = [d for p in sorted(EXAMPLES.rglob("*.yaml")) for d in yaml.safe_load_all(p.read_text())]
+    workspaces = [d for d in docs if isinstance(d, dict) and d.get("kind") == "Workspace"]
+    assert workspaces
+    for doc in workspaces:
+        result = expand(doc, CATALOG)
+        assert result.ws == parse_workspace_lenient(result.obj)[0], doc["metadata"]["name"]
 
 
 def _assert_contains(big: Any, small: Any) -> None:

@@ -89,10 +89,12 @@ def test_llama70b_rejection_states_memory_and_cheapest_fits(catalog: Catalog) ->
     assert len(report.suggestions) == 3
     costs = [catalog.instance_types[s].relative_cost for s in report.suggestions]
     assert costs == sorted(costs)
-    cheaper_fits = [
+    assert {catalog.instance_types[s].cloud for s in report.suggestions} == {"azure"}
+    cheaper_fits = [  # the asked SKU's cloud (azure) comes first
         t.name
         for t in catalog.instance_types.values()
-        if t.relative_cost < costs[-1]
+        if t.cloud == "azure"
+        and t.relative_cost < costs[-1]
         and t.name not in report.suggestions
         and fit_report("llama-3.3-70b-instruct", t, catalog=catalog, count=1).fits
     ]
@@ -168,7 +170,10 @@ def test_the_memory_arithmetic_for_deepseek_on_six_h100_pairs(catalog: Catalog) 
     assert report.available_gpu_memory_gib == round(94 * 0.9 * 2 * 6, 2) == 1015.2
     assert report.tensor_parallel_size == 2
     assert report.pipeline_parallel_size == 5
-    assert "0.3 GiB KV cache for 4096 tokens" in report.message
+    assert "fits Standard_NC80adis_H100_v5 on 6 nodes (5 needed)" in report.message
+    # the sixth node lengthens the pipeline: the engine then holds the model's full context
+    assert report.max_model_len == 163840
+    assert "10.8 GiB KV cache for 163840 tokens" in report.message
 
 
 def test_mla_keeps_the_full_context_of_deepseek_within_six_nodes(catalog: Catalog) -> None:
@@ -180,3 +185,13 @@ def test_mla_keeps_the_full_context_of_deepseek_within_six_nodes(catalog: Catalo
     # Caching K and V for all 128 heads (2 x 61 x 128 x 192 x 2 bytes a token) would not fit.
     kv_of_all_heads = 2 * 61 * 128 * 192 * 2 * 163840 / GIB
     assert 641.3 * 1.02 * 1.05 + kv_of_all_heads + 18 > full.available_gpu_memory_gib
+
+
+def test_refusals_suggest_the_asked_clouds_instance_types_first(catalog: Catalog) -> None:
+    asked = (("g5.xlarge", "aws"), ("g2-standard-4", "gcp"), ("Standard_NC6s_v3", "azure"))
+    for sku, cloud in asked:
+        report = fit_report("llama-3.3-70b-instruct", sku, catalog=catalog, count=1)
+        assert not report.fits
+        clouds = [catalog.instance_types[s].cloud for s in report.suggestions]
+        assert clouds == [cloud] * len(clouds), (sku, report.suggestions)
+        assert f"{cloud} first, cheapest first" in report.message

@@ -39,6 +39,15 @@ INFERENCE_CASES = [
         id="unknown-sku",
     ),
     pytest.param(
+        _set("metadata.annotations", {"kaito.sh/provisioner": "gke"}),
+        [("metadata.annotations[kaito.sh/provisioner]", "NotSupported")],
+        id="unknown-provisioner",
+    ),
+    pytest.param(
+        _set("metadata.annotations", {"kaito.sh/provisioner": " BYO "}), [],
+        id="provisioner-in-any-case",
+    ),
+    pytest.param(
         _drop("resource.instanceType"), [("resource.instanceType", "Required")], id="no-sku"
     ),
     pytest.param(
@@ -48,6 +57,15 @@ INFERENCE_CASES = [
         _set("resource.labelSelector", {"matchLabels": {"kaito.sh/workspace": "x"}}),
         [("resource.labelSelector.matchLabels", "Invalid")],
         id="reserved-labels-only",
+    ),
+    pytest.param(  # upstream Kaito's reserved set, not only the two workspace keys
+        _set("resource.labelSelector", {"matchLabels": {
+            "karpenter.kaito.sh/inferenceset": "x",
+            "karpenter.kaito.sh/inferenceset-namespace": "ns",
+            "kaito.sh/ragengine": "r",
+        }}),
+        [("resource.labelSelector.matchLabels", "Invalid")],
+        id="reserved-karpenter-and-ragengine-labels-only",
     ),
     pytest.param(
         _set("resource.labelSelector", {"matchExpressions": [{"key": "a", "operator": "Near"}]}),

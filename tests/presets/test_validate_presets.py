@@ -9,7 +9,7 @@ import pytest
 from presets.catalog import Catalog
 from presets.expand import expand_object
 from presets.validate import validate_object
-from presets.validate_preset import supported_names
+from presets.validate.preset import supported_names
 from tests.presets.factories import inference_ws, tuning_ws
 
 OWN_IMAGE = "registry.example.com/llama-2:1"

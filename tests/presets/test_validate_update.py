@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from presets.catalog import Catalog, load_catalog
 from presets.expand import expand_object
 from presets.validate import validate_object, warnings_for
-from presets.validate_net import url_problem
+from presets.validate.net import url_problem
 from tests.presets.factories import Doc, inference_ws, tuning_ws
 from tests.presets.factories import set_path as _set
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 Obj = dict[str, Any]
-PREFIX = "presets.runtime."
+PREFIX = "runtime."
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,19 @@ def parse_command(container: Obj) -> tuple[str, argparse.Namespace, list[str]] |
         return None
     module, argv = cmd[2], cmd[3:]
     split = argv.index("--") if "--" in argv else len(argv)
-    parser: argparse.ArgumentParser = importlib.import_module(module).build_parser()
+    entry = importlib.import_module(module)
+    if hasattr(entry, "__path__"):  # `python -m PACKAGE` runs PACKAGE.__main__
+        entry = importlib.import_module(f"{module}.__main__")
+    parser: argparse.ArgumentParser = entry.build_parser()
     try:
         args = parser.parse_args(argv[:split])
     except SystemExit as exc:
         pytest.fail(f"container {container['name']}: {module} refuses {argv} (exit {exc.code})")
-    return module.removeprefix(PREFIX), args, argv[split + 1:]
+    return module, args, argv[split + 1:]
 
 
 def steps_of(objects: list[Obj]) -> list[Step]:
-    """Every `python -m presets.runtime.X` container (init containers first), parsed."""
+    """Every `python -m runtime.X` container (init containers first), parsed."""
     out: list[Step] = []
     for pod in pods(objects):
         for container in [*pod.get("initContainers", []), *pod["containers"]]:

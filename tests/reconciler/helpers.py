@@ -12,7 +12,7 @@ from kubernetes import client
 from presets.catalog import Catalog, load_catalog
 from reconciler.kube import Kube, resource_path
 from reconciler.provision.base import Provisioner
-from reconciler.provision.factory import ProvisionSettings, provisioner_for
+from reconciler.provision.factory import ProvisionSettings, provisioner_cache
 from reconciler.reconcile import Summary, run_pass
 from reconciler.settings import Settings
 
@@ -59,15 +59,7 @@ def unique(prefix: str) -> str:
 
 
 def provisioners(name: str = "byo") -> Callable[[str], Provisioner]:
-    settings = ProvisionSettings(provisioner=name, gc_grace_seconds=0)
-    cache: dict[str, Provisioner] = {}
-
-    def get(which: str) -> Provisioner:
-        if which not in cache:
-            cache[which] = provisioner_for(which, settings)
-        return cache[which]
-
-    return get
+    return provisioner_cache(ProvisionSettings(provisioner=name, gc_grace_seconds=0))
 
 
 def reconcile(kube: Kube, namespace: str, provisioner: str = "byo", **kw: Any) -> Summary:

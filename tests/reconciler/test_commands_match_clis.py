@@ -1,6 +1,6 @@
 """The reconciler's container commands against the real command lines they start.
 
-Every container whose command is `python -m presets.runtime.<module> ...` is parsed with that
+Every container whose command is `python -m runtime.<module> ...` is parsed with that
 module's own `build_parser()`: an unknown flag, a missing required one or a wrong subcommand
 fails here, not in a pod. Every path a command names must be mounted in that container
 (writable where the step writes), and the steps must meet on the same volume: the data fetch
@@ -17,10 +17,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from presets.runtime.settings import parse_settings
-from presets.runtime.tune_errors import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV
+from presets.catalog import load_catalog
 from reconciler.expansion import prepare
 from reconciler.objects import desired_objects
+from runtime.jobstep import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV
+from runtime.serving.settings import parse_settings
 from tests.reconciler.cli_steps import Place, Step, path_values, place, steps_of
 from tests.reconciler.helpers import API, catalog, phi3, tuning_ws
 
@@ -162,8 +163,11 @@ def _check_train(fetch: Step, train: Step, tuning: Obj) -> None:
     assert fetch.args.command == "fetch"
     assert train.args.command == "train"
     assert fetch.args.method == train.args.method == tuning.get("method", "lora")
-    assert train.args.model == tuning["preset"]["name"]
-    assert train.container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # the base weights: the preset's Hugging Face repository at the catalog's pinned commit
+    spec = load_catalog().model(tuning["preset"]["name"])
+    assert spec is not None
+    assert (train.args.model, train.args.revision) == (spec.hf_id, spec.revision)
+    assert train.container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     source = tuning["input"]
     if "volumeSource" in source:
         written = place(fetch, fetch.args.volume)
@@ -235,10 +239,10 @@ def test_the_tuning_steps_hand_data_and_adapter_on_through_the_same_volumes(obj:
 
 def _served_adapters(model: Step) -> dict[str, tuple[str, float]]:
     """name -> (path, strength the server applies) from the model container's command."""
-    if model.module == "server":
+    if model.module == "runtime.serving.server":
         settings = parse_settings(model.container["command"][3:])
         return {a.name: (str(a.path), a.strength) for a in settings.adapters}
-    assert model.module == "vllm_front"
+    assert model.module == "runtime.serving.vllm_front"
     rest = model.rest
     assert "--enable-lora" in rest
     start = rest.index("--lora-modules") + 1
@@ -248,8 +252,8 @@ def _served_adapters(model: Step) -> dict[str, tuple[str, float]]:
 
 
 @pytest.mark.parametrize(("obj", "runtime"), [
-    pytest.param(_vllm_adapters(), "vllm_front", id="vllm"),
-    pytest.param(_cpu_adapters(), "server", id="transformers"),
+    pytest.param(_vllm_adapters(), "runtime.serving.vllm_front", id="vllm"),
+    pytest.param(_cpu_adapters(), "runtime.serving.server", id="transformers"),
 ])
 def test_adapter_pullers_fill_the_directories_the_server_loads_at_the_right_strength(
     obj: Obj, runtime: str,
@@ -263,7 +267,7 @@ def test_adapter_pullers_fill_the_directories_the_server_loads_at_the_right_stre
     for i, adapter in enumerate(adapters):
         puller = _one(steps, f"adapter-{i}")
         name, strength = adapter["source"]["name"], float(adapter.get("strength", "1.0"))
-        assert puller.module == "oci_cli"
+        assert puller.module == "runtime.adapters"
         _check_source(puller, adapter["source"])
         filled = place(puller, puller.args.dest)
         assert filled.writable
@@ -272,7 +276,8 @@ def test_adapter_pullers_fill_the_directories_the_server_loads_at_the_right_stre
         assert _same(filled, place(model, path))
         # strength is applied exactly once: by the puller for vLLM, by the server otherwise
         assert puller.args.scale * applied == pytest.approx(strength)
-        assert (puller.args.scale == 1.0) == (runtime == "server" or strength == 1.0)
+        server_scales = runtime == "runtime.serving.server"
+        assert (puller.args.scale == 1.0) == (server_scales or strength == 1.0)
         secrets = adapter["source"].get("imagePullSecrets")
         if secrets:
             _secret_file(puller, puller.args.pull_secret, secrets[0])

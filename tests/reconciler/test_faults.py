@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
+
+from reconciler.kube import Kube, KubeError
 from rig.cluster import ControlPlane
 from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
-
-from reconciler.kube import Kube, KubeError
 from tests.reconciler.faultproxy import FaultProxy
 from tests.reconciler.helpers import conditions, create_ws, get_ws, phi3, reconcile, unique
 

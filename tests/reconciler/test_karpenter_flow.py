@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from rig.kubelet import SimKubelet, always
-from rig.nodes import create_gpu_node, delete_node
 
 from reconciler.kube import Kube
+from rig.kubelet import SimKubelet, always
+from rig.nodes import create_gpu_node, delete_node
 from tests.reconciler.helpers import conditions, create_ws, get_ws, phi3, reconcile, unique, wait
 
 pytestmark = pytest.mark.cluster

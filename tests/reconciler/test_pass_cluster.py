@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-from rig.kubelet import SimKubelet, always
-from rig.nodes import create_gpu_node, delete_node
 
 from reconciler.kube import Kube
+from rig.kubelet import SimKubelet, always
+from rig.nodes import create_gpu_node, delete_node
 from tests.reconciler.helpers import (
     conditions,
     create_ws,
@@ -69,6 +69,10 @@ def test_byo_workspace_becomes_ready_and_a_second_pass_writes_nothing(
     assert table[:6] == ["NAME", "INSTANCE", "RESOURCEREADY", "INFERENCEREADY",
                          "WORKSPACEREADY", "AGE"]
     assert table[6:11] == ["workspace-phi-3-mini", "Standard_NC6s_v3", "True", "True", "True"]
+    startup = get_ws(api_client, namespace, "workspace-phi-3-mini")["status"]["startup"]
+    assert [s["step"] for s in startup] == ["Created", "NodeReady", "PodScheduled",
+                                           "ImagePulled", "ModelStarted", "EngineReady"]
+    assert all(s["seconds"] >= 0 and s["time"] for s in startup)
     before = resource_versions(kube, namespace)
     converged = reconcile(kube, namespace)
     assert converged.writes == 0, converged.line()

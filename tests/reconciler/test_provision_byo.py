@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from crds.workspace import provisioner_of
 from reconciler.provision.base import Snapshot
 from reconciler.provision.byo import ByoProvisioner, gpu_capacity, select_byo_nodes
 from reconciler.provision.factory import (
     ProvisionSettings,
     SettingsError,
     provisioner_for,
-    provisioner_name,
 )
 from tests.reconciler.provision_helpers import NOW, MemoryWriter, node, request
 
@@ -94,10 +94,10 @@ def test_factory_builds_each_provisioner_by_name() -> None:
 
 
 def test_the_workspace_annotation_overrides_the_install_default() -> None:
-    assert provisioner_name({"kaito.sh/provisioner": "BYO"}, "karpenter") == "byo"
-    assert provisioner_name({}, "karpenter") == "karpenter"
+    assert provisioner_of({"kaito.sh/provisioner": "BYO"}, "karpenter") == "byo"
+    assert provisioner_of({}, "karpenter") == "karpenter"
     with pytest.raises(ValueError, match=r"kaito\.sh/provisioner='gke'"):
-        provisioner_name({"kaito.sh/provisioner": "gke"}, "karpenter")
+        provisioner_of({"kaito.sh/provisioner": "gke"}, "karpenter")
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from rig.karpenter import SimKarpenter
-from rig.nodes import create_gpu_node, delete_node
 
 from reconciler.expansion import node_request, prepare
 from reconciler.kube import Kube
@@ -19,6 +17,8 @@ from reconciler.provision.karpenter import NodeClaimProvisioner
 from reconciler.provision.karpenter_claims import node_class_for, nodeclaim_for
 from reconciler.reconcile import rfc3339
 from reconciler.world import PassWriter
+from rig.karpenter import SimKarpenter
+from rig.nodes import create_gpu_node, delete_node
 from tests.reconciler.helpers import catalog, conditions, create_ws, get_ws, phi3, reconcile, unique
 from tests.reconciler.provision_helpers import request
 
@@ -60,7 +60,8 @@ def claims_for(kube: Kube, namespace: str, name: str) -> list[Obj]:
 
 def seeded(api: client.ApiClient, namespace: str, name: str, label: str) -> NodeRequest:
     stored = create_ws(api, namespace, phi3(name, label))
-    return node_request(stored, prepare(stored, catalog()).resolved)
+    prep = prepare(stored, catalog())
+    return node_request(prep.ws, prep.resolved)
 
 
 def test_seed_workspace_gets_one_nodeclaim_then_a_ready_node_then_nothing(

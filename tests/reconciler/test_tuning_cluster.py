@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
+
+from reconciler.kube import Kube
 from rig.kubelet import SimKubelet
 from rig.nodes import create_gpu_node, delete_node
 from rig.podstatus import Action
-
-from reconciler.kube import Kube
 from tests.reconciler.helpers import (
     conditions,
     create_ws,
@@ -48,7 +48,7 @@ def test_tuning_job_has_the_steps_node_affinity_and_gpus_and_success_shows(
     pod = job["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["fetch-data", "train"]
     assert [c["name"] for c in pod["containers"]] == ["push"]
-    assert pod["initContainers"][1]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert pod["initContainers"][1]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"]
     assert {(e["key"], e["values"][0]) for e in exprs} == {

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from crds.workspace import parse_workspace
 from reconciler.expansion import SpecError, prepare
 from reconciler.objects import desired_objects
 from reconciler.provision.base import NodeStatus
@@ -83,8 +84,8 @@ def test_a_new_generation_or_a_recreated_workspace_never_resumes_an_old_run() ->
 
 
 def test_the_run_id_falls_back_to_the_name_without_a_uid() -> None:
-    assert run_id({"metadata": {"name": "ws", "generation": 3}}) == "ws-3"
-    assert run_id({"metadata": {"name": "ws", "uid": "u-1"}}) == "u-1-0"
+    assert run_id(parse_workspace({"metadata": {"name": "ws", "generation": 3}})) == "ws-3"
+    assert run_id(parse_workspace({"metadata": {"name": "ws", "uid": "u-1"}})) == "u-1-0"
 
 
 def test_without_an_output_volume_the_failed_container_restarts_in_the_same_pod() -> None:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rig.kapi import Kube, KubeApiError
 
+from rig.kapi import Kube, KubeApiError
 from tests.support.probes import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
+
 from rig.compat import cronjob_for_server, server_minor
 from rig.kapi import Kube, KubeApiError
 

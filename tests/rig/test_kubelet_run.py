@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
+
 from rig.kapi import Kube
 from rig.kubelet import SimKubelet, always
 from rig.nodes import create_gpu_node, delete_node
-
 from tests.support.cluster import Kubectl
 from tests.support.probes import alive, netns_left, wait_for
 

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from rig.cluster import ControlPlane, ControlPlaneError
 
+from rig.cluster import ControlPlane, ControlPlaneError
 from tests.support.probes import alive
 
 pytestmark = pytest.mark.cluster
@@ -29,9 +29,10 @@ def test_up_is_idempotent_and_down_stops_exactly_what_up_started(
     started = time.monotonic()
     up = _cli("up", "--state-dir", str(state))
     assert up.returncode == 0, up.stderr + ControlPlane(state).log_tails()
-    # Measured 4.7-9.7 s here; the bound only proves the binary cache was used (a build
-    # takes minutes) while leaving room for a shared 2-core machine under load.
-    assert time.monotonic() - started < 60, "a start from the binary cache took over 60 s"
+    # The binary cache was used: no build step ran (how long a start takes is printed, a
+    # benchmark figure, not asserted).
+    assert "step 1/5" not in up.stdout + up.stderr, "`up` rebuilt the control plane"
+    print(f"up from the binary cache: {time.monotonic() - started:.1f} s")
     pids = json.loads((state / "cluster.json").read_text())["pids"]
     assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
     again = _cli("up", "--state-dir", str(state))

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient
+
 from rig.kapi import Kube, KubeApiError
 from rig.kubelet import SimKubelet
 from rig.nodes import NOT_READY_TAINT, create_gpu_node, delete_node, set_node_ready
 from rig.podstatus import Action
-
 from tests.support.probes import wait_for
 
 pytestmark = pytest.mark.cluster

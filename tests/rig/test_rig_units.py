@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
 from rig import k8sbuild
 from rig.certs import make_certificates
 from rig.components import COMPONENTS, Layout
@@ -78,18 +79,30 @@ def test_certificates_carry_the_sans_and_the_admin_group(tmp_path: Path) -> None
     assert oct(paths.admin_key.stat().st_mode & 0o777) == "0o600"
 
 
-def test_every_component_listens_on_loopback_only_on_the_ports_given() -> None:
+def test_every_component_listens_on_loopback_or_the_given_address_on_the_ports_given() -> None:
     ports = {name: 40000 + i for i, name in enumerate([*COMPONENTS, "etcd-peer"])}
     layout = Layout(Path("/state"))
+    address = "10.247.3.1"  # the control plane's own bridge address (rig.hostnet)
     for comp in COMPONENTS.values():
-        args = comp.args(layout, ports)
+        args = comp.args(layout, ports, address)
         listening = [a for a in args if "bind-address=" in a or "listen-" in a]
         assert listening
-        assert all("=127.0.0.1" in a or "=http://127.0.0.1:" in a for a in listening)
+        allowed: tuple[str, ...] = ("=127.0.0.1", "=http://127.0.0.1:")
+        if comp.name == "kube-apiserver":  # only the apiserver may use the bridge address
+            allowed = (*allowed, f"={address}")
+        assert all(any(x in a for x in allowed) for a in listening), (comp.name, listening)
         assert any(str(ports[comp.name]) in a for a in args)
-    insecure_off = COMPONENTS["kube-controller-manager"].args(layout, ports)
-    assert "--port=0" in insecure_off
-    assert "--insecure-port=0" in COMPONENTS["kube-apiserver"].args(layout, ports)
+    apiserver = COMPONENTS["kube-apiserver"].args(layout, ports, address)
+    assert f"--advertise-address={address}" in apiserver
+    assert "--insecure-port=0" in apiserver
+    assert "--port=0" in COMPONENTS["kube-controller-manager"].args(layout, ports, address)
+
+
+def test_the_serving_certificate_names_the_extra_address(tmp_path: Path) -> None:
+    paths = make_certificates(tmp_path, extra_ips=("10.247.3.1",))
+    serving = x509.load_pem_x509_certificate(paths.serving_crt.read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.247.3.1") in sans.get_values_for_type(x509.IPAddress)
 
 
 OBS = Observed(started="2024-01-01T00:00:00Z", pod_ip="10.245.0.2", host_ip="127.0.0.1")

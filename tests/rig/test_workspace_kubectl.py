@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rig.kapi import Kube
 
+from rig.kapi import Kube
+from rig.seeds import PHI3_INFERENCE as SEED_WORKSPACE
 from tests.support.cluster import Kubectl
-from tests.support.seeds import PHI3_INFERENCE as SEED_WORKSPACE
 
 pytestmark = pytest.mark.cluster
 

@@ -7,6 +7,7 @@ the adapter is trained in a few AdamW steps so that after a fixed chat prompt it
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,10 +19,21 @@ import pytest
 from flask import Flask
 from werkzeug.serving import make_server
 
-from tests.support.tinymodel import build_tiny_model
+from rig.tinymodel import build_tiny_model
 
 PROMPT: Any = [{"role": "user", "content": "What is the capital of France?"}]
 TARGET = "Paris is it."
+
+
+@pytest.fixture(autouse=True)
+def _process_environment_restored() -> Iterator[None]:
+    """Entry points called in-process (`runtime.tuning` main, the server's loader) set
+    process-wide variables such as HF_HUB_OFFLINE, as a pod's one process should; a later
+    test's subprocess must not inherit them (it would refuse to reach its Hub stand-in)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from presets.runtime.adapter_scale import WEIGHTS, is_lora_b
-from presets.runtime.oci_cli import main
-from presets.runtime.tune_errors import TERMINATION_LOG_ENV
+from runtime.adapters.__main__ import main
+from runtime.adapters.scale import WEIGHTS, is_lora_b
+from runtime.jobstep import TERMINATION_LOG_ENV
 
 FILES = ["adapter_config.json", "adapter_model.safetensors"]  # what the server needs
 

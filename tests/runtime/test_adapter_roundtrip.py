@@ -4,7 +4,7 @@ Issue G's acceptance end to end, with the steps the pods run: `kaito-tune fetch`
 chat data served from 127.0.0.1 (the loopback test setting on), `train` fits a LoRA
 adapter on the tiny model, `push` stores it in the real local registry (htpasswd auth) and
 on a directory standing for an output volume; then, as an inference pod's init containers
-would, `python -m presets.runtime.oci_cli pull` fetches the image adapter and `... copy`
+would, `python -m runtime.adapters pull` fetches the image adapter and `... copy`
 the volume one, and the real model server (gunicorn, real socket) serves both. Through
 `/v1/completions` log-probabilities, the trained answer is far likelier under each adapter's
 model id than under `<model>:base`.
@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import requests
 
-from presets.runtime.data import ALLOW_LOOPBACK_ENV
-from presets.runtime.tune import main as tune
-from presets.runtime.tune_errors import TERMINATION_LOG_ENV
+from runtime.jobstep import TERMINATION_LOG_ENV
+from runtime.tuning.__main__ import main as tune
+from runtime.tuning.fetch import ALLOW_LOOPBACK_ENV
 from tests.runtime.test_server_gunicorn import REPO, run_server
 from tests.support.registry import LocalRegistry
 
@@ -59,9 +59,9 @@ def _serving(root: Path) -> Iterator[str]:
 
 
 def _init_container(argv: list[str], tmp: Path) -> None:
-    """Run `python -m presets.runtime.oci_cli ARGV` in a process of its own, as a pod does."""
+    """Run `python -m runtime.adapters ARGV` in a process of its own, as a pod does."""
     log = tmp / "termination-log"
-    proc = subprocess.run([sys.executable, "-m", "presets.runtime.oci_cli", *argv], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "runtime.adapters", *argv], cwd=REPO,
                           env={**os.environ, TERMINATION_LOG_ENV: str(log)},
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, (proc.stderr[-2000:], log.read_text() if log.exists() else "")

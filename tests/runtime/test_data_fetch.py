@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from presets.runtime.data import (
+from runtime.jobstep import FetchError, FetchRefused
+from runtime.tuning.fetch import (
     ALLOW_LOOPBACK_ENV,
     FetchSettings,
     address_problem,
@@ -19,7 +20,6 @@ from presets.runtime.data import (
     fetch_url,
     local_name,
 )
-from presets.runtime.tune_errors import FetchError, FetchRefused
 
 BODY = b'{"prompt": "hi", "completion": "hello"}\n' * 50
 LOOPBACK_OK = FetchSettings(allow_loopback=True, connect_timeout=5, read_timeout=5)

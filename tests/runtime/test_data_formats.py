@@ -10,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from presets.runtime.tune_dataset import (
+from runtime.jobstep import DataError
+from runtime.tuning.dataset import (
     Columns,
     Example,
     Message,
     detect_format,
     load_examples,
 )
-from presets.runtime.tune_errors import DataError
 
 CHAT = [
     {"role": "system", "content": "Be brief."},

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from presets.runtime import oci
-from presets.runtime.tune_errors import PullDenied, PushDenied, RegistryError, TuneError
+from runtime.adapters import oci
+from runtime.jobstep import PullDenied, PushDenied, RegistryError, TuneError
 from tests.support.registry import LocalRegistry, running_registry
 
 

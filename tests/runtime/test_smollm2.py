@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from presets.runtime.loading import resolve_model_dir
+from runtime.serving.loading import resolve_model_dir
 from tests.runtime.test_server_gunicorn import run_server
 
 PRESET = "smollm2-135m-instruct"

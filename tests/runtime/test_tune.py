@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import torch
 
-from presets.runtime import oci
-from presets.runtime.data import ALLOW_LOOPBACK_ENV
-from presets.runtime.tune import main
-from presets.runtime.tune_errors import TERMINATION_LOG_ENV
+from runtime.adapters import oci
+from runtime.jobstep import TERMINATION_LOG_ENV
+from runtime.tuning.__main__ import main
+from runtime.tuning.fetch import ALLOW_LOOPBACK_ENV
 from tests.support.registry import LocalRegistry, running_registry
 
 QUESTION = "What is the capital of France?"

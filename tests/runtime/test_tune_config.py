@@ -1,10 +1,11 @@
-"""The tuning config: Kaito's sections merged key by key over presets/tuning.yaml."""
+"""The tuning config: Kaito's sections merged key by key over runtime/tuning/defaults.yaml."""
 
 from __future__ import annotations
 
 import pytest
 
-from presets.runtime.tune_config import (
+from runtime.jobstep import ConfigError
+from runtime.tuning.config import (
     SCHEMA,
     build_config,
     check_sections,
@@ -12,7 +13,6 @@ from presets.runtime.tune_config import (
     load_defaults,
     merge,
 )
-from presets.runtime.tune_errors import ConfigError
 
 # A ConfigMap body in Kaito's shape: every section Kaito's QLoRA template uses.
 KAITO_STYLE = """

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from presets.runtime.tune import main, tune_files
-from presets.runtime.tune_errors import TERMINATION_LOG_ENV
+from runtime.jobstep import TERMINATION_LOG_ENV
+from runtime.tuning.__main__ import main, tune_files
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from presets.runtime import ray_cluster as rc
+from runtime.serving import ray_cluster as rc
 
 STATUS_2_NODES = """======== Autoscaler status: 2026-01-01 ========
 Node status
@@ -133,8 +133,8 @@ def test_worker_front_joins_leader_and_serves_health_only(
         fake_ray: dict[str, str], front_proc: list[subprocess.Popen[bytes]]) -> None:
     port = _free_port()
     env = {**fake_ray, "POD_NAME": "ws-1"}
-    proc = subprocess.Popen([sys.executable, "-m", "presets.runtime.vllm_front",
-                             "--port", str(port), "--http-threads", "2", *RAY_ARGS], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.serving.vllm_front",
+                             "--port", str(port), *RAY_ARGS], env=env)
     front_proc.append(proc)
     url = f"http://127.0.0.1:{port}"
     resp = _wait_health(url, proc)
@@ -158,7 +158,7 @@ def test_worker_front_joins_leader_and_serves_health_only(
 
 def test_leader_front_fails_naming_how_many_joined(fake_ray: dict[str, str]) -> None:
     env = {**fake_ray, "KAITO_POD_ORDINAL": "0", "FAKE_RAY_NODES": "1", "KAITO_RAY_WAIT_S": "1"}
-    done = subprocess.run([sys.executable, "-m", "presets.runtime.vllm_front",
+    done = subprocess.run([sys.executable, "-m", "runtime.serving.vllm_front",
                            "--port", str(_free_port()), *RAY_ARGS], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, done.stderr

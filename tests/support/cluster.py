@@ -3,18 +3,22 @@
 Why: every tier that talks to Kubernetes (webhook, reconciler, provisioners, demo flow)
 needs a real API server with our CRDs installed and an isolated namespace per test.
 The tests' control plane lives in `.local/test/`, apart from the demo's `.local/`, and is
-reused when already running (a warm start costs nothing; a start from the binary cache
-takes seconds). It is left running for the next session: stop it with
-`hack/local-cluster.sh down --state-dir .local/test`.
+reused when already running (a start from the binary cache takes seconds). Each pytest
+session registers itself in `.local/test/sessions/PID`; the last session to end stops the
+control plane (and any real nodes of that state dir), unless KAITO_KEEP_CLUSTER=1 asks to
+keep it. Either way the last lines of pytest's output say what happened and, when it
+runs on, how to stop it.
 
 It must not: skip (a control plane that cannot start FAILS the test with the
-component's log tail), share namespaces between tests, or stop a control plane that
-another pytest session may be using.
+component's log tail), share namespaces between tests, stop a control plane that
+another live pytest session is using, or leave one running without saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import subprocess
 import time
 import uuid
@@ -25,6 +29,7 @@ from typing import Any, Protocol
 import pytest
 import yaml
 from kubernetes.client import ApiClient
+
 from rig.cluster import ControlPlane, ControlPlaneError
 from rig.k8sbuild import BuildError
 from rig.kapi import Kube, KubeApiError
@@ -33,6 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 TEST_STATE = REPO / ".local" / "test"
 WORKSPACE_CRD = REPO / "crds" / "kaito.sh_workspaces.yaml"
 NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
+KEEP_VAR = "KAITO_KEEP_CLUSTER"
+SESSIONS = TEST_STATE / "sessions"
+_SUMMARY: list[str] = []  # what happened to the control plane, for the last lines
 
 
 class Kubectl(Protocol):
@@ -65,10 +73,60 @@ def install_crd(kube: Kube, path: Path, *, timeout: float = 30.0) -> str:
     raise TimeoutError(f"CRD {name} not Established after {timeout}s")
 
 
+def _other_sessions() -> list[int]:
+    """PIDs of other live pytest sessions registered as users of the tests' control plane."""
+    live = []
+    for entry in SESSIONS.glob("*") if SESSIONS.is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            state = "gone"
+        if state in ("gone", "Z"):
+            entry.unlink(missing_ok=True)  # a session that died without its teardown
+        else:
+            live.append(pid)
+    return live
+
+
+def _finish(cp: ControlPlane) -> None:
+    """Session end: stop the control plane unless kept or still used; say which."""
+    (SESSIONS / str(os.getpid())).unlink(missing_ok=True)
+    how_to_stop = f"hack/local-cluster.sh down --state-dir {TEST_STATE.relative_to(REPO)}"
+    if os.environ.get(KEEP_VAR) == "1":
+        _SUMMARY.append(f"the tests' control plane is still running ({KEEP_VAR}=1): "
+                        f"{cp.server}, kubeconfig {cp.kubeconfig}; stop it with `{how_to_stop}`")
+        return
+    TEST_STATE.mkdir(parents=True, exist_ok=True)
+    with open(TEST_STATE / ".up.lock", "w") as lock:  # the lock ControlPlane.up takes
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        others = _other_sessions()
+        if others:
+            _SUMMARY.append(f"the tests' control plane is still running: pytest session(s) "
+                            f"{', '.join(map(str, others))} use it and the last one stops it "
+                            f"(or `{how_to_stop}`)")
+            return
+        stopped = cp.down()
+    _SUMMARY.append(f"stopped the tests' control plane ({len(stopped)} processes and links); "
+                    f"set {KEEP_VAR}=1 to keep it running between sessions")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _SUMMARY:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> ControlPlane:
     """The tests' control plane, started (or reused) once per session, CRDs installed."""
     cp = ControlPlane(TEST_STATE)
+    # Registered before `up`: a session ending meanwhile sees us and keeps it running.
+    SESSIONS.mkdir(parents=True, exist_ok=True)
+    (SESSIONS / str(os.getpid())).touch()
+    # A finalizer, not a yield: it must also run when the start below fails.
+    request.addfinalizer(lambda: _finish(cp))  # noqa: PT021
     capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
         # The first run builds for minutes: let its progress lines reach the terminal.

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 from kubernetes import client
+
 from rig.procs import free_port
 from rig.webhook import register_webhooks, unregister_webhooks
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from crds.workspace import ANNOTATION_BYPASS, ANNOTATION_CATALOG_REVISION
 from presets.catalog import Catalog
-from tests.webhook.reviews import phi3, review
+from rig.reviews import phi3, review
 from webhook.app import create_app
 from webhook.settings import Settings, SettingsError
 
@@ -107,6 +107,7 @@ def test_settings_report_every_bad_variable_at_once(tmp_path: Path) -> None:
         "KAITO_WEBHOOK_CERT_DIR": str(tmp_path / "absent"),
         "KAITO_WEBHOOK_CATALOG_MODELS": str(tmp_path / "models.yaml"),
         "KAITO_WEBHOOK_DEPRECATED_VERSIONS": "v1alpha1,v2",
+        "KAITO_PROVISIONER": "cloud",
     }
     with pytest.raises(SettingsError) as caught:
         Settings.from_env(env)
@@ -115,6 +116,7 @@ def test_settings_report_every_bad_variable_at_once(tmp_path: Path) -> None:
         "KAITO_WEBHOOK_MAX_BODY_BYTES",
         "KAITO_WEBHOOK_LOG_LEVEL",
         "KAITO_WEBHOOK_DEPRECATED_VERSIONS",
+        "KAITO_PROVISIONER",
         "KAITO_WEBHOOK_CATALOG_MODELS",
         "KAITO_WEBHOOK_CERT_DIR",
     ]
@@ -127,6 +129,7 @@ def test_settings_from_a_good_environment(tmp_path: Path) -> None:
             "KAITO_WEBHOOK_CERT_DIR": str(tmp_path),
             "KAITO_WEBHOOK_DEPRECATED_VERSIONS": " v1alpha1 ,",
             "KAITO_WEBHOOK_LOG_LEVEL": "debug",
+            "KAITO_PROVISIONER": " BYO ",
         }
     )
     assert settings == Settings(
@@ -134,4 +137,34 @@ def test_settings_from_a_good_environment(tmp_path: Path) -> None:
         cert_dir=tmp_path,
         log_level="DEBUG",
         deprecated_versions=frozenset({"v1alpha1"}),
+        provisioner="byo",
     )
+    assert Settings.from_env({}).provisioner == "karpenter"
+
+
+def selector_only() -> dict[str, Any]:
+    """The seed's phi-3 Workspace naming its nodes by labelSelector alone (no instanceType)."""
+    obj = phi3()
+    del obj["resource"]["instanceType"]
+    return obj
+
+
+def test_a_byo_install_admits_a_workspace_without_instance_type_or_annotation(
+    catalog: Catalog,
+) -> None:
+    body = answer(client_for(catalog, provisioner="byo"), "/validate", review(selector_only()))
+    assert body["response"]["allowed"] is True, body["response"]
+
+
+@pytest.mark.parametrize("provisioner", ["karpenter", "aks"])
+def test_a_provisioning_install_still_requires_an_instance_type(
+    catalog: Catalog, provisioner: str
+) -> None:
+    client = client_for(catalog, provisioner=provisioner)
+    body = answer(client, "/validate", review(selector_only()))
+    assert body["response"]["allowed"] is False
+    assert "resource.instanceType" in body["response"]["status"]["message"]
+    annotated = selector_only()
+    annotated["metadata"]["annotations"] = {"kaito.sh/provisioner": "byo"}
+    body = answer(client, "/validate", review(annotated))
+    assert body["response"]["allowed"] is True, body["response"]

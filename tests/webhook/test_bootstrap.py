@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 from kubernetes import client
-from rig.webhook import register_webhooks, unregister_webhooks
 
+from rig.webhook import register_webhooks, unregister_webhooks
 from webhook.bootstrap import BootstrapResult, bootstrap, plan_secret, service_hosts
 from webhook.certs import KeyPair, certificate_hosts
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 
+from rig.reviews import phi3, review
 from tests.support.webhook import REPO, start_server, stop_server
-from tests.webhook.reviews import phi3, review
 
 KAITO = str(Path(sys.executable).parent / "kaito")
 

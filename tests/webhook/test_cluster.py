@@ -13,9 +13,9 @@ from kubernetes import client
 
 from presets.catalog import Catalog
 from presets.expand import expand_object
+from rig.seeds import PHI3_INFERENCE as PHI3
+from rig.seeds import SEEDS
 from tests.support.cluster import Kubectl
-from tests.support.seeds import PHI3_INFERENCE as PHI3
-from tests.support.seeds import SEEDS
 from tests.support.webhook import Server, admitting
 
 pytestmark = pytest.mark.cluster

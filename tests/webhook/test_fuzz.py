@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presets.catalog import Catalog
+from rig.reviews import patch_ops, review
 from tests.support.webhook import Server
-from tests.webhook.reviews import patch_ops, review
 from tests.webhook.strategies import json_values, operations, workspaces
 from webhook.admission import review_response
 from webhook.app import create_app

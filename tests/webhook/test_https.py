@@ -11,8 +11,8 @@ import requests
 
 from presets.catalog import Catalog
 from presets.validate import validate_object
+from rig.reviews import PHI3, patch_ops, phi3, review
 from tests.support.webhook import Server
-from tests.webhook.reviews import PHI3, patch_ops, phi3, review
 
 JSON = {"Content-Type": "application/json"}
 

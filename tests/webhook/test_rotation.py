@@ -10,14 +10,14 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from rig.reviews import phi3, review
 from tests.support.webhook import Server, start_server, stop_server
-from tests.webhook.reviews import phi3, review
 from webhook.certs import KeyPair, build_certificate
 
 BODY = json.dumps(review(phi3()))
@@ -74,6 +74,14 @@ class Traffic(threading.Thread):
             conn.close()
 
 
+def until(done: Callable[[], bool], what: str, limit_s: float = 60.0) -> None:
+    """Wait for `done`; the limit only ends a test that would otherwise hang."""
+    deadline = time.monotonic() + limit_s
+    while not done():
+        assert time.monotonic() < deadline, f"no {what} within {limit_s:g} s"
+        time.sleep(0.05)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name("." + path.name + ".new")
     tmp.write_bytes(data)
@@ -89,22 +97,21 @@ def test_a_rotated_certificate_is_served_to_new_connections_without_a_failed_req
     fresh, kept = Traffic(own_server, keep_alive=False), Traffic(own_server, keep_alive=True)
     fresh.start()
     kept.start()
-    time.sleep(1.0)
+    # Counts, not durations: at least 10 requests each before the swap and 10 more after
+    # the new certificate was first served (how many a second is the benchmark's business).
+    until(lambda: fresh.count > 10 and kept.count > 10, "traffic before the swap")
     new = build_certificate(["127.0.0.1", "localhost"], ca=ca, now=dt.datetime.now(dt.UTC))
     write_atomic(certs / "tls.key", new.key_pem)
     write_atomic(certs / "tls.crt", new.cert_pem)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and new.cert.serial_number not in fresh.serials:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    until(lambda: new.cert.serial_number in fresh.serials, "the new certificate served")
+    more_fresh, more_kept = fresh.count + 10, kept.count + 10
+    until(lambda: fresh.count > more_fresh and kept.count > more_kept, "traffic after the swap")
     fresh.stop.set()
     kept.stop.set()
     fresh.join(15)
     kept.join(15)
     assert fresh.failures == []
     assert kept.failures == []
-    assert fresh.count > 10
-    assert kept.count > 10
     assert fresh.serials[0] == old_serial
     assert fresh.serials[-1] == new.cert.serial_number
     assert set(kept.serials) == {old_serial}

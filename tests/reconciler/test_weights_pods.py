@@ -1,0 +1,97 @@
+"""Model pods mount the node cache and, for a model artifact, pull it first (pure builders).
+
+The reconciler's desired objects for a Workspace: every model container mounts the
+`weights-cache` volume at the path runtime.weights reads (KAITO_WEIGHTS_CACHE), the volume
+follows the install setting (hostPath by default, PVC or emptyDir), HF_ENDPOINT is passed
+when set, and the annotation kaito.sh/model-artifact adds the `weights` init container
+(before the adapters') with the registry secret mounted where KAITO_WEIGHTS_PULL_SECRET
+points; the server then gets `--model oci://REF`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crds.workspace import ANNOTATION_MODEL_ARTIFACT
+from presets.catalog import load_catalog
+from reconciler import weights
+from reconciler.expansion import prepare
+from reconciler.objects import desired_objects
+from reconciler.settings import Settings
+from runtime.serving.settings import parse_settings
+from runtime.weights.__main__ import build_parser as weights_parser
+
+CATALOG = load_catalog()
+REF = "registry.example:5000/models/smollm2:v1"
+
+
+def _pod(annotations: dict[str, str], settings: dict[str, Any],
+         **options: Any) -> dict[str, Any]:
+    preset: dict[str, Any] = {"name": "smollm2-135m-instruct"}
+    if options:
+        preset["presetOptions"] = options
+    obj = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+           "metadata": {"name": "w", "namespace": "default", "annotations": annotations},
+           "resource": {"instanceType": "Standard_D4s_v3",
+                        "labelSelector": {"matchLabels": {"a": "b"}}},
+           "inference": {"preset": preset}}
+    prep = prepare(obj, CATALOG)
+    objs = desired_objects(prep.ws, prep.resolved, ["n1"], settings=settings)
+    workload = next(o for o in objs if o["kind"] in ("Deployment", "StatefulSet"))
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def test_the_model_container_mounts_the_node_cache_the_runtime_reads() -> None:
+    pod = _pod({}, {"hf_endpoint": "http://hub.local:8080"})
+    model = pod["containers"][0]
+    mount = next(m for m in model["volumeMounts"] if m["name"] == weights.CACHE_VOLUME)
+    assert mount["mountPath"] == _env(model)["KAITO_WEIGHTS_CACHE"] == weights.CACHE_DIR
+    assert _env(model)["HF_ENDPOINT"] == "http://hub.local:8080"
+    volume = next(v for v in pod["volumes"] if v["name"] == weights.CACHE_VOLUME)
+    assert volume["hostPath"] == {"path": "/var/lib/kaito/weights", "type": "DirectoryOrCreate"}
+    assert "initContainers" not in pod or all(
+        c["name"] != "weights" for c in pod["initContainers"])
+
+
+@pytest.mark.parametrize(("setting", "source"), [
+    ("pvc:model-cache", {"persistentVolumeClaim": {"claimName": "model-cache"}}),
+    ("emptyDir", {"emptyDir": {}}),
+    ("hostPath:/mnt/nvme/kaito", {"hostPath": {"path": "/mnt/nvme/kaito",
+                                               "type": "DirectoryOrCreate"}}),
+])
+def test_the_cache_volume_follows_the_install_setting(setting: str, source: Any) -> None:
+    pod = _pod({}, {"weights_cache": setting})
+    volume = next(v for v in pod["volumes"] if v["name"] == weights.CACHE_VOLUME)
+    assert {k: v for k, v in volume.items() if k != "name"} == source
+
+
+@pytest.mark.parametrize("bad", ["hostPath:relative", "hostPath:/a/../etc", "pvc:", "nfs:x"])
+def test_a_bad_cache_setting_is_refused_at_start(bad: str) -> None:
+    with pytest.raises(ValueError, match="hostPath:/absolute/path, pvc:NAME or emptyDir"):
+        Settings(weights_cache=bad)
+
+
+def test_a_model_artifact_is_pulled_by_the_first_init_container() -> None:
+    pod = _pod({ANNOTATION_MODEL_ARTIFACT: REF, "kaito.sh/use-local-weights": "true"},
+               {"weights_plain_http": True}, imagePullSecrets=["regcred"])
+    init = pod["initContainers"][0]
+    assert init["name"] == "weights"
+    args = weights_parser().parse_args(init["command"][3:])
+    assert (args.command, args.model) == ("pull", f"oci://{REF}")
+    env = _env(init)
+    secret_dir = env["KAITO_WEIGHTS_PULL_SECRET"].rsplit("/", 1)[0]
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {weights.CACHE_DIR, secret_dir}
+    assert env["KAITO_WEIGHTS_PLAIN_HTTP"] == "1"
+    auth = next(v for v in pod["volumes"] if v["name"] == "weights-auth")
+    assert auth["secret"]["secretName"] == "regcred"
+    model = pod["containers"][0]
+    served = parse_settings(model["command"][3:])
+    assert served.model == f"oci://{REF}"
+    assert _env(model)["KAITO_WEIGHTS_OFFLINE"] == "1"  # use-local-weights: never online
