@@ -48,8 +48,12 @@ class OperatorError(RuntimeError):
 Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def _translate(kfile: Path) -> None:
-    """One kustomization.yaml rewritten in kustomize v2.0.3's spellings (bases, patches)."""
+def translate_for_kustomize_v2(kfile: Path) -> None:
+    """One kustomization.yaml rewritten in kustomize v2.0.3's spellings (bases, patches).
+
+    kubectl 1.20 embeds kustomize v2.0.3, which wants directories under `bases:` and knows
+    only `patchesStrategicMerge:` / `patchesJson6902:`; an entry it cannot express fails loudly.
+    """
     doc: dict[str, Any] = yaml.safe_load(kfile.read_text()) or {}
     resources = list(doc.pop("resources", []) or [])
     files = [r for r in resources if not (kfile.parent / r).is_dir()]
@@ -66,7 +70,8 @@ def _translate(kfile: Path) -> None:
             doc.setdefault("patchesJson6902", []).append(entry)
         else:
             raise OperatorError(f"{kfile}: cannot translate patches entry {entry!r} for "
-                                "kustomize v2.0.3")
+                                "kustomize v2.0.3 (use `path` alone, or `path` with a target "
+                                "naming group, version, kind and name)")
     kfile.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -82,7 +87,7 @@ def write_overlay(dest: Path, registry_host: str, version: str) -> Path:
         shutil.copytree(REPO / name, dest / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     for kfile in sorted(dest.rglob("kustomization.yaml")):
-        _translate(kfile)
+        translate_for_kustomize_v2(kfile)
     local = dest / "local"
     local.mkdir()
     (local / "kustomization.yaml").write_text(yaml.safe_dump({

@@ -143,7 +143,9 @@ def auth_backend(
     return "basic"
 
 
-def _client(host: str, credentials: Credentials | None, plain_http: bool, backend: str) -> Any:
+def registry_client(host: str, credentials: Credentials | None, plain_http: bool,
+                    backend: str) -> Any:
+    """An oras client for one registry, logged in when credentials are given."""
     from oras.client import OrasClient
 
     client = OrasClient(hostname=host, insecure=plain_http, auth_backend=backend)
@@ -181,7 +183,7 @@ def push_directory(
     files = _flat_files(directory)
     host = registry_host(reference)
     backend = auth_backend(host, credentials, plain_http=plain_http, denied=PushDenied)
-    client = _client(host, credentials, plain_http, backend)
+    client = registry_client(host, credentials, plain_http, backend)
     with tempfile.TemporaryDirectory(prefix="kaito-oci-") as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"kind": kind, "files": [p.name for p in files]}))
@@ -221,14 +223,14 @@ def pull_directory(
     """Pull an artifact's files into `dest`; checks names, total size, every digest."""
     host = registry_host(reference)
     backend = auth_backend(host, credentials, plain_http=plain_http, denied=PullDenied)
-    client = _client(host, credentials, plain_http, backend)
+    client = registry_client(host, credentials, plain_http, backend)
     try:
         manifest = client.get_manifest(reference)
     except ValueError as exc:
         raise _classify(exc, host, PullDenied) from exc
     except requests.RequestException as exc:
         raise RegistryError(f"pull from {host} failed: {exc}") from exc
-    layers = _checked_layers(manifest, reference, max_bytes)
+    layers = checked_layers(manifest, reference, max_bytes)
     dest.mkdir(parents=True, exist_ok=True)
     out = download_layers(client, reference, layers, dest)
     LOG.info("pulled %d files from %s into %s", len(out), reference, dest)
@@ -238,7 +240,7 @@ def pull_directory(
 def download_layers(
     client: Any, reference: str, layers: list[tuple[str, dict[str, Any]]], dest: Path
 ) -> list[Path]:
-    """Download each checked layer (`_checked_layers`) into `dest`/name and verify its digest
+    """Download each checked layer (`checked_layers`) into `dest`/name and verify its digest
     and size (a bad file is removed); RegistryError names the file that failed."""
     out: list[Path] = []
     for name, layer in layers:
@@ -252,9 +254,10 @@ def download_layers(
     return out
 
 
-def _checked_layers(
+def checked_layers(
     manifest: Mapping[str, Any], reference: str, max_bytes: int
 ) -> list[tuple[str, dict[str, Any]]]:
+    """The manifest's layers as (file name, descriptor), refused when unsafe or over max_bytes."""
     layers = manifest.get("layers")
     if not isinstance(layers, list) or not layers:
         raise RegistryError(f"{reference}: the manifest has no layers (is it an image index?)")

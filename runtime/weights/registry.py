@@ -87,7 +87,7 @@ def pull_model(reference: str, settings: WeightsSettings, log: logging.Logger) -
                    if settings.pull_secret is not None else None)
     backend = oci.auth_backend(host, credentials, plain_http=settings.plain_http,
                                denied=PullDenied)
-    client = oci._client(host, credentials, settings.plain_http, backend)
+    client = oci.registry_client(host, credentials, settings.plain_http, backend)
     digest, manifest = _manifest(client, ref, host)
     write_json(_pointer(settings, ref), {"reference": ref, "digest": digest})
     key = _digest_key(digest)
@@ -137,7 +137,7 @@ def _manifest(client: Any, ref: str, host: str) -> tuple[str, dict[str, Any]]:
 
 def _pull_layers(client: Any, ref: str, digest: str, manifest: dict[str, Any],
                  settings: WeightsSettings, key: str, log: logging.Logger) -> Path:
-    layers = oci._checked_layers(manifest, ref, MAX_MODEL_BYTES)
+    layers = oci.checked_layers(manifest, ref, MAX_MODEL_BYTES)
     total = sum(int(layer.get("size", 0)) for _, layer in layers)
     root = settings.cache / "oci"
     root.mkdir(parents=True, exist_ok=True)

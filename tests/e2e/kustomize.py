@@ -5,8 +5,9 @@ suite can count on is the kubectl that hack/rig builds from Debian's source pack
 embeds kustomize v2.0.3, which predates two things our (current-kustomize) files use:
 directories under `resources:` (v2.0.3 wants them under `bases:`) and `patches:` (v2.0.3
 has `patchesStrategicMerge:` and `patchesJson6902:`). So the tree is copied to a
-temporary folder and those spellings are translated there: the test rig adapts, the
-product's files stay current.
+temporary folder and those spellings are translated there (by the rig's
+`translate_for_kustomize_v2`, which the demo's operator install uses too): the test rig
+adapts, the product's files stay current.
 
 It must not: change files in the repository, accept a `patches:` entry it cannot
 translate faithfully (an inline `patch:` or a partial target fails loudly), or hide
@@ -22,41 +23,14 @@ from typing import Any
 
 import yaml
 
+from rig.operator import translate_for_kustomize_v2
+
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ("manifests", "crds", "examples")
 
 
 class KustomizeError(RuntimeError):
     """The tree could not be translated or rendered; the message says which file and why."""
-
-
-def _translate(kfile: Path) -> None:
-    doc: dict[str, Any] = yaml.safe_load(kfile.read_text()) or {}
-    resources = list(doc.pop("resources", []) or [])
-    files = [r for r in resources if not (kfile.parent / r).is_dir()]
-    dirs = [r for r in resources if (kfile.parent / r).is_dir()]
-    if files:
-        doc["resources"] = files
-    if dirs:
-        doc["bases"] = list(doc.get("bases", []) or []) + dirs
-    for entry in doc.pop("patches", []) or []:
-        if isinstance(entry, dict) and set(entry) == {"path"}:
-            doc.setdefault("patchesStrategicMerge", []).append(entry["path"])
-        elif (
-            isinstance(entry, dict) and set(entry) == {"path", "target"} and _full(entry["target"])
-        ):
-            doc.setdefault("patchesJson6902", []).append(entry)
-        else:
-            raise KustomizeError(
-                f"{kfile}: cannot translate patches entry {entry!r} for kustomize "
-                "v2.0.3 (use `path` alone, or `path` with a target naming group, "
-                "version, kind and name)"
-            )
-    kfile.write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def _full(target: object) -> bool:
-    return isinstance(target, dict) and {"group", "version", "kind", "name"} <= set(target)
 
 
 def legacy_tree(dest: Path) -> Path:
@@ -67,7 +41,7 @@ def legacy_tree(dest: Path) -> Path:
                 REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.py")
             )
     for kfile in sorted(dest.rglob("kustomization.yaml")):
-        _translate(kfile)
+        translate_for_kustomize_v2(kfile)
     return dest
 
 

@@ -25,8 +25,7 @@ PROMPT: Any = [{"role": "user", "content": "What is the capital of France?"}]
 TARGET = "Paris is it."
 
 
-@pytest.fixture(autouse=True)
-def _process_environment_restored() -> Iterator[None]:
+def _restored_environment() -> Iterator[None]:
     """Entry points called in-process (`runtime.tuning` main, the server's loader) set
     process-wide variables such as HF_HUB_OFFLINE, as a pod's one process should; a later
     test's subprocess must not inherit them (it would refuse to reach its Hub stand-in)."""
@@ -34,6 +33,12 @@ def _process_environment_restored() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+# around each module (its module-scoped servers load models in-process) and each test
+_module_environment_restored = pytest.fixture(scope="module", autouse=True)(
+    _restored_environment)
+_test_environment_restored = pytest.fixture(autouse=True)(_restored_environment)
 
 
 @pytest.fixture(scope="session")
