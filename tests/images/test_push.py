@@ -28,7 +28,9 @@ def test_push_retags_under_the_registry_and_pushes(engine: Engine, image: Callab
     version = tag.rpartition(":")[2]
     env = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker-config"),
            "DOCKER_HOST": engine.host}
-    with running_registry(tmp_path / "registry-root") as registry:
+    root = tmp_path / "registry-root"
+    root.mkdir()
+    with running_registry(root) as registry:
         login = subprocess.run(engine.argv("login", "--username", registry.username,
                                            "--password-stdin", registry.host),
                                input=registry.password, capture_output=True, text=True,
