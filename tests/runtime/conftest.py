@@ -28,8 +28,12 @@ TARGET = "Paris is it."
 def _restored_environment() -> Iterator[None]:
     """Entry points called in-process (`runtime.tuning` main, the server's loader) set
     process-wide variables such as HF_HUB_OFFLINE, as a pod's one process should; a later
-    test's subprocess must not inherit them (it would refuse to reach its Hub stand-in)."""
+    test's subprocess must not inherit them (it would refuse to reach its Hub stand-in).
+    Each module and test also starts hub-online, as a pod does unless told otherwise: an
+    in-process load in an earlier part of the session may have set HF_HUB_OFFLINE before
+    this fixture saved the environment."""
     saved = dict(os.environ)
+    os.environ.pop("HF_HUB_OFFLINE", None)
     yield
     os.environ.clear()
     os.environ.update(saved)

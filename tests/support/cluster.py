@@ -170,17 +170,20 @@ def workspace_crd(control_plane: ControlPlane) -> Path:
 
 
 def _wait_default_sa(kube: Kube, ns: str, timeout: float = 20.0) -> None:
-    """Pods are refused until the token controller made the namespace's default SA."""
+    """Pods are refused until the namespace's default SA exists AND the token controller gave
+    it a token Secret (1.20's ServiceAccount admission: "No API token found ... retry")."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            kube.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
-            return
+            sa = kube.get(f"/api/v1/namespaces/{ns}/serviceaccounts/default")
+            if sa.get("secrets"):
+                return
         except KubeApiError as exc:
             if exc.status != 404:
                 raise
         time.sleep(0.1)
-    raise TimeoutError(f"no default ServiceAccount in namespace {ns} after {timeout}s")
+    raise TimeoutError(f"no default ServiceAccount with a token in namespace {ns} after "
+                       f"{timeout}s")
 
 
 @pytest.fixture
