@@ -138,7 +138,8 @@ def server_first_token(model: str, env: dict[str, str], threads: int, log: Path)
                 if requests.get(url + "/health", timeout=5).status_code == 200:
                     break
             except requests.ConnectionError:
-                pass
+                time.sleep(0.05)  # not listening yet: the server is still loading the weights
+                continue
             time.sleep(0.05)
         body = {"model": PRESET, "stream": True, "max_tokens": 8, "temperature": 0,
                 "messages": [{"role": "user", "content": QUESTION}]}
