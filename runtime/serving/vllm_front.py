@@ -31,6 +31,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from yarl import URL
 
@@ -100,6 +103,15 @@ def _result_text(path: str, data: Any) -> str:
     if path == "/v1/chat/completions":
         return str(choice["message"]["content"] or "")
     return str(choice["text"])
+
+
+class ProbeQuietAccessLogger(AccessLogger):
+    """The access log without /health: the kubelet probes every few seconds, and those lines
+    would bury vLLM's own output (why it failed to start) in `kubectl logs`."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.path != "/health":
+            super().log(request, response, time)
 
 
 def _error(exc: RequestError) -> web.Response:
@@ -273,6 +285,7 @@ def serve(app: web.Application, host: str, port: int) -> None:
     (which drops its upstream connection, so vLLM stops generating for it)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     web.run_app(app, host=host, port=port, print=None, handler_cancellation=True,
+                access_log_class=ProbeQuietAccessLogger,
                 access_log_format='%a "%r" %s %b %Tf')
 
 

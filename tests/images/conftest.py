@@ -63,7 +63,7 @@ class Container:
     name: str
 
     def logs(self) -> str:
-        out = self.engine.run("logs", "--tail", "80", self.name, check=False)
+        out = self.engine.run("logs", "--tail", "200", self.name, check=False)
         return (out.stdout + out.stderr)[-6000:]
 
     def running(self) -> bool:
