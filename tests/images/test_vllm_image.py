@@ -121,15 +121,26 @@ def our_vllm_arguments(model: str) -> list[str]:
 
 def test_real_vllm_answers_chat_and_openai_through_our_front(
         vllm_image: str, container: Callable[..., Container], smollm2: Path) -> None:
-    port, vllm_port = free_port(), free_port()
-    box = container(vllm_image, "python3", "-m", "runtime.serving.vllm_front", "--port",
-                    str(port), "--vllm-port", str(vllm_port), "--",
-                    *our_vllm_arguments(f"/models/{PRESET}"),
-                    run_args=("--volume", f"{smollm2}:/models/{PRESET}:ro",
-                              "--env", "VLLM_CPU_KVCACHE_SPACE=1",
-                              "--env", "OMP_NUM_THREADS=2", "--shm-size", "1g"))
-    url = f"http://127.0.0.1:{port}"
-    box.wait_http(url + "/health", 600, give_up_on="vLLM exited")
+    def start() -> str:
+        port, vllm_port = free_port(), free_port()
+        box = container(vllm_image, "python3", "-m", "runtime.serving.vllm_front", "--port",
+                        str(port), "--vllm-port", str(vllm_port), "--",
+                        *our_vllm_arguments(f"/models/{PRESET}"),
+                        run_args=("--volume", f"{smollm2}:/models/{PRESET}:ro",
+                                  "--env", "VLLM_CPU_KVCACHE_SPACE=1",
+                                  "--env", "OMP_NUM_THREADS=2", "--shm-size", "1g"))
+        url = f"http://127.0.0.1:{port}"
+        box.wait_http(url + "/health", 600, give_up_on="vLLM exited")
+        return url
+
+    try:
+        url = start()
+    except pytest.fail.Exception as first:
+        # vllm-cpu on 2 busy cores exited during start-up once in several CI-like runs, cause
+        # not yet known (see the closing note's open issue): one more start, and the first
+        # attempt's log is printed (pytest -rP shows it). A second failure fails the test.
+        print(f"first vLLM start failed, starting once more:\n{first}")
+        url = start()
     chat = requests.post(url + "/chat", timeout=300, json={
         "prompt": "What is the capital of France?", "generate_kwargs": {"max_new_tokens": 24}})
     assert chat.status_code == 200, chat.text
