@@ -44,3 +44,8 @@ def test_push_retags_under_the_registry_and_pushes(engine: Engine, image: Callab
                             auth=(registry.username, registry.password))
     assert tags.status_code == 200, tags.text
     assert tags.json()["tags"] == [version]
+    # The registry's name is dropped afterwards: a loopback registry's port is gone next
+    # time, and a name left behind would pin the image's layers on the disk.
+    left = engine.run("image", "inspect", f"{registry.host}/mirror/kaito:{version}",
+                      check=False)
+    assert left.returncode != 0, "the pushed name was left in the engine"

@@ -47,6 +47,7 @@ def cmd_push(registry: str, names: list[str]) -> int:
         engine.run("tag", source, target)
         say(f"pushing {target}")
         engine.run("push", target, timeout=3600)
+        engine.run("rmi", target)  # only the name: the image stays under its own tag
     return 0
 
 
