@@ -3,14 +3,20 @@
 
 Why: the apiserver calls the webhook on every Workspace write with a timeout; this shows what
 a request costs and where the time goes (TLS + HTTP + gunicorn, Flask, our core). It is not a
-test: it prints a table and ratios (medians of --runs runs). The webhook runs with the worker
-and thread counts the shipped Deployment gives it (read from
-manifests/base/webhook/deployment.yaml unless --workers/--threads say otherwise). Bounded: a
+test: it prints a table and ratios (medians of --runs runs). The webhook and the bare server
+run with exactly the connection settings the shipped Deployment gives `kaito webhook serve`
+(--workers, --threads, --read-timeout, --keepalive, read from
+manifests/base/webhook/deployment.yaml so they cannot drift, and printed; --workers/--threads
+here override those two for an experiment, and the header then says so). Bounded: a
 fixed number of requests over keep-alive connections from one client process (threads),
 servers stopped at the end.
 Must not: run as part of the test suite or leave a server running.
 
+A last phase sends /validate on new connections while --slow-clients connections hold on
+(silent, or half a request line after the handshake): what a caller waits then.
+
     .venv/bin/python hack/bench-webhook.py [--requests 3000] [--concurrency 4] [--runs 5]
+        [--slow-clients 16] [--slow-requests 50]
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENT = REPO / "manifests" / "base" / "webhook" / "deployment.yaml"
 
 
-def shipped_settings(path: Path = DEPLOYMENT) -> tuple[int, int]:
-    """(workers, threads) of the `kaito webhook serve` container in the shipped Deployment."""
+SHIPPED_FLAGS = ("workers", "threads", "read-timeout", "keepalive")
+
+
+def shipped_settings(path: Path = DEPLOYMENT) -> dict[str, str]:
+    """--workers/--threads/--read-timeout/--keepalive of `kaito webhook serve` in the Deployment."""
     import yaml
 
     for doc in yaml.safe_load_all(path.read_text()):
@@ -49,8 +58,15 @@ def shipped_settings(path: Path = DEPLOYMENT) -> tuple[int, int]:
             if c.get("command", [])[-1:] == ["serve"]:
                 flags = dict(a.removeprefix("--").split("=", 1) for a in c.get("args", [])
                              if a.startswith("--") and "=" in a)
-                return int(flags["workers"]), int(flags["threads"])
-    raise SystemExit(f"{path}: no `kaito webhook serve` container with --workers/--threads")
+                missing = [f"--{f}" for f in SHIPPED_FLAGS if f not in flags]
+                if missing:
+                    raise SystemExit(f"{path}: `kaito webhook serve` lacks {', '.join(missing)}")
+                return {f: flags[f] for f in SHIPPED_FLAGS}
+    raise SystemExit(f"{path}: no `kaito webhook serve` container")
+
+
+def serve_flags(settings: dict[str, str]) -> list[str]:
+    return [f"--{name}={value}" for name, value in settings.items()]
 
 
 def bare_app() -> Any:
@@ -67,8 +83,8 @@ def bare_app() -> Any:
     return app
 
 
-def serve_bare(port: int, cert_dir: Path, workers: int, threads: int) -> None:
-    """Run the bare app under gunicorn with the webhook's TLS and worker settings."""
+def serve_bare(port: int, cert_dir: Path, settings: dict[str, str]) -> None:
+    """Run the bare app under gunicorn with the webhook's TLS and connection settings."""
     from webhook.serve import ServeOptions, _Gunicorn, gunicorn_options
     from webhook.tls import CertReloader
 
@@ -76,8 +92,10 @@ def serve_bare(port: int, cert_dir: Path, workers: int, threads: int) -> None:
         host="127.0.0.1",
         port=port,
         cert_dir=cert_dir,
-        workers=workers,
-        threads=threads,
+        workers=int(settings["workers"]),
+        threads=int(settings["threads"]),
+        read_timeout_s=float(settings["read-timeout"]),
+        keepalive_s=int(settings["keepalive"]),
         log_level="warning",
     )
 
@@ -85,7 +103,10 @@ def serve_bare(port: int, cert_dir: Path, workers: int, threads: int) -> None:
         def load(self) -> Any:
             return bare_app()
 
-    Bare(gunicorn_options(opts, CertReloader(cert_dir))).run()
+    reloader = CertReloader(cert_dir, read_timeout_s=opts.read_timeout_s)
+    options = gunicorn_options(opts, reloader)
+    options.pop("child_exit", None)  # the webhook's metrics files; the bare app has none
+    Bare(options).run()
 
 
 def wait_ready(port: int, ca: Path, proc: subprocess.Popen[bytes], path: str) -> None:
@@ -208,17 +229,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="default: the Deployment's")
     parser.add_argument("--runs", type=int, default=5, help="medians of this many runs")
     parser.add_argument(
+        "--slow-clients", type=int, default=16, help="held open during the last phase (0: skip)"
+    )
+    parser.add_argument("--slow-requests", type=int, default=50, help="requests in that phase")
+    parser.add_argument(
         "--serve-bare", nargs=2, metavar=("PORT", "CERT_DIR"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
-    workers, threads = shipped_settings()
+    args.settings = shipped_settings()
     args.source = "manifests/base/webhook/deployment.yaml"
-    if args.workers is not None or args.threads is not None:
-        args.source = "command line"
-    args.workers = workers if args.workers is None else args.workers
-    args.threads = threads if args.threads is None else args.threads
+    for name in ("workers", "threads"):
+        if getattr(args, name) is not None:
+            args.settings[name] = str(getattr(args, name))
+            args.source = "manifests/base/webhook/deployment.yaml, changed on the command line"
     if args.serve_bare:
-        serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]), args.workers, args.threads)
+        serve_bare(int(args.serve_bare[0]), Path(args.serve_bare[1]), args.settings)
         return 0
     with tempfile.TemporaryDirectory(prefix="kaito-bench-") as tmp:
         return run(args, Path(tmp))
@@ -240,10 +265,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
             str(certs),
             "--ip",
             "127.0.0.1",
-            "--workers",
-            str(args.workers),
-            "--threads",
-            str(args.threads),
+            *serve_flags(args.settings),
             "--log-level",
             "warning",
         ],
@@ -259,10 +281,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 "--serve-bare",
                 str(bare_port),
                 str(certs),
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
+                *(f"--{k}={args.settings[k]}" for k in ("workers", "threads")),
             ],
             tmp / "bare.log",
         )
@@ -293,9 +312,11 @@ def report(args: argparse.Namespace, ca: Path, hook_port: int, bare_port: int) -
                                args.requests // args.concurrency * args.concurrency / wall))
     rows = {name: (statistics.median(r[0] for r in got), statistics.median(r[1] for r in got),
                    statistics.median(r[2] for r in got)) for name, got in runs.items()}
+    print(f"\nkaito webhook serve {' '.join(serve_flags(args.settings))} (from {args.source})")
     print(
-        f"\nTLS + gunicorn gthread, {args.workers} workers x {args.threads} threads (from "
-        f"{args.source}), {os.cpu_count()} CPUs shared with the client; {args.requests} "
+        f"TLS + gunicorn gthread, {args.settings['workers']} workers x "
+        f"{args.settings['threads']} threads, {os.cpu_count()} CPUs shared with the client; "
+        f"{args.requests} "
         f"requests per phase, median of {args.runs} runs; load average "
         f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
     )
@@ -308,9 +329,44 @@ def report(args: argparse.Namespace, ca: Path, hook_port: int, bare_port: int) -
     for name in ("/mutate", "/validate"):
         p50, p99, rps = rows[name]
         print(f"{name:<12} p50 x{p50 / b50:.2f}  p99 x{p99 / b99:.2f}  req/s {rps / brps:.2f}")
+    if args.slow_clients:
+        slow_client_report(args, ca, hook_port)
     print("\nin-process, one thread (ms per request): where the time goes")
     for key, ms in in_process_ms().items():
         print(f"  {key:<20} {ms:6.3f}")
+
+
+def slow_client_report(args: argparse.Namespace, ca: Path, port: int) -> None:
+    """/validate on a new connection each, while `--slow-clients` connections hold on: half
+    of them connected and silent, half with the TLS handshake done and half a request line."""
+    import socket
+
+    context = ssl.create_default_context(cafile=str(ca))
+    held: list[socket.socket] = []
+    try:
+        for i in range(args.slow_clients):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            if i % 2:
+                sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+                sock.sendall(b"POST /valid")
+            held.append(sock)
+        body = json.dumps(review(expanded())).encode()
+        latencies = []
+        for _ in range(args.slow_requests):
+            start = time.perf_counter()
+            load(port, ca, "/validate", body, 1, 1)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        for sock in held:
+            sock.close()
+    print(
+        f"\n/validate, a new TLS connection each, while {args.slow_clients} slow clients hold on "
+        f"(half silent, half with half a request line); {args.slow_requests} requests, ms:"
+    )
+    print(
+        f"  p50 {pct(latencies, 50):.1f}  p99 {pct(latencies, 99):.1f}  "
+        f"max {max(latencies) * 1000:.1f}  (the apiserver waits timeoutSeconds = 10 s)"
+    )
 
 
 if __name__ == "__main__":

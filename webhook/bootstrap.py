@@ -6,8 +6,27 @@ webhook configurations must carry the CA that signed it. We chose a small idempo
 server then needs no API access at all, two replicas never race to write the Secret, and
 the daily run renews the serving certificate 30 days before expiry while keeping the CA,
 so `caBundle` changes only when the CA itself is replaced.
-Must not: touch anything but the named Secret and the named webhook configurations, or
-write when nothing changed.
+
+CA rotation (the CA is replaced a year before it expires, or at once when it is unusable)
+must not cut the apiserver off from pods that still serve a certificate of the old CA:
+the kubelet swaps the mounted Secret into each pod on its own schedule. So a rotation
+moves the old CA into the Secret's `previous-ca.crt` (with `ca-rotated-at`) and the
+caBundle holds both, the new CA first; the caBundle is written BEFORE the Secret, so no
+pod can serve a certificate the apiserver does not trust yet. The old CA leaves the
+bundle (and the Secret) on the first run at least `PREVIOUS_CA_KEPT_FOR` after the
+rotation. That is our "every pod serves the new certificate" condition: the pods read
+the files, not the API, and this Job may not read pods, so we bound it by time instead of
+observing it: a Secret update reaches every mounted volume within the kubelet's sync
+period plus its Secret cache TTL (about two minutes by default), our server loads new
+files on the next connection, and a restarting pod reads them at start; an hour is a wide
+margin, and since rotations happen a year before the old CA expires, keeping it longer
+costs nothing (with the daily CronJob it goes on the next day's run). While a previous CA
+is still kept, a CA that is merely due is not rotated again (the pods may be mid-swap);
+an expired one is (and is not kept: it verifies nothing). An expired previous CA is
+dropped at once.
+Must not: touch anything but the named Secret and the named webhook configurations,
+write when nothing changed, or drop a CA from the caBundle while pods may serve it
+(other than an expired one).
 """
 
 from __future__ import annotations
@@ -22,8 +41,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from webhook.certs import (
+    CA_VALID_FOR,
     CERT_VALID_FOR,
     RENEW_BEFORE,
+    CertificateError,
     KeyPair,
     build_ca,
     build_certificate,
@@ -31,6 +52,9 @@ from webhook.certs import (
 )
 
 _KEYS = ("ca.crt", "ca.key", "tls.crt", "tls.key")
+PREVIOUS_CA = "previous-ca.crt"
+ROTATED_AT = "ca-rotated-at"
+PREVIOUS_CA_KEPT_FOR = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,18 +79,93 @@ def service_hosts(service: str, namespace: str) -> list[str]:
 def plan_secret(
     data: dict[str, bytes] | None, hosts: Sequence[str], *, now: dt.datetime
 ) -> tuple[str, dict[str, bytes]]:
-    """Pure: ("kept" | "created" | "renewed", the Secret data to have) from the current data."""
-    if data is None or any(k not in data for k in _KEYS):
+    """Pure: the action and the Secret data to have, from the current data.
+
+    Actions: "kept", "created", "renewed" (serving certificate, same CA), "ca-rotated"
+    (new CA, the old one kept as previous) and "previous-ca-dropped" (see the module
+    docstring); a run that drops the previous CA and also renews says "renewed".
+    """
+    if data is None:
         ca = build_ca(now=now)
+        return "created", _data(ca, build_certificate(hosts, ca=ca, now=now))
+    kept_ca = _readable_ca(data, now=now)
+    ca, previous, rotated_at, rotated = _plan_ca(kept_ca, data, now=now)
+    pair = KeyPair(data.get("tls.crt", b""), data.get("tls.key", b""))
+    renew = renewal_reason(
+        pair, ca_pem=ca.cert_pem, hosts=hosts, now=now, renew_before=RENEW_BEFORE
+    )
+    if renew:
         pair = build_certificate(hosts, ca=ca, now=now)
-        return ("created" if data is None else "renewed"), _data(ca, pair)
+    new = _data(ca, pair)
+    if previous is not None and rotated_at is not None:
+        new[PREVIOUS_CA] = previous
+        new[ROTATED_AT] = rotated_at.isoformat().encode()
+    if new == data:
+        return "kept", data
+    if rotated:
+        return "ca-rotated", new
+    if not renew and kept_ca is not None and PREVIOUS_CA in data and PREVIOUS_CA not in new:
+        return "previous-ca-dropped", new
+    return "renewed", new
+
+
+def _plan_ca(
+    kept_ca: KeyPair | None, data: dict[str, bytes], *, now: dt.datetime
+) -> tuple[KeyPair, bytes | None, dt.datetime | None, bool]:
+    """(the CA to have, the previous CA to keep and when it was replaced, rotated now?)."""
+    previous, rotated_at = _previous(data, now=now)
+    if rotated_at is None or now - rotated_at >= PREVIOUS_CA_KEPT_FOR:
+        previous, rotated_at = None, None
+    if kept_ca is None:
+        return build_ca(now=now), previous, rotated_at, False
+    ca = kept_ca
+    if renewal_reason(ca, ca_pem=ca.cert_pem, hosts=[], now=now, renew_before=dt.timedelta(0)):
+        return build_ca(now=now), previous, rotated_at, True  # expired: not kept as previous
+    due = renewal_reason(ca, ca_pem=ca.cert_pem, hosts=[], now=now, renew_before=CERT_VALID_FOR)
+    if due and previous is None:
+        return build_ca(now=now), ca.cert_pem, now, True
+    return ca, previous, rotated_at, False
+
+
+def ca_bundle(data: dict[str, bytes]) -> bytes:
+    """The PEM caBundle for Secret data: its CA, then the previous one while it is kept."""
+    bundle = data["ca.crt"]
+    if PREVIOUS_CA in data:
+        bundle = bundle.rstrip(b"\n") + b"\n" + data[PREVIOUS_CA]
+    return bundle
+
+
+def _readable_ca(data: dict[str, bytes], *, now: dt.datetime) -> KeyPair | None:
+    """The Secret's CA when its certificate and key are there and belong together."""
+    if "ca.crt" not in data or "ca.key" not in data:
+        return None
     ca = KeyPair(data["ca.crt"], data["ca.key"])
-    if renewal_reason(ca, ca_pem=ca.cert_pem, hosts=[], now=now, renew_before=CERT_VALID_FOR):
-        ca = build_ca(now=now)
-    pair = KeyPair(data["tls.crt"], data["tls.key"])
-    if renewal_reason(pair, ca_pem=ca.cert_pem, hosts=hosts, now=now, renew_before=RENEW_BEFORE):
-        return "renewed", _data(ca, build_certificate(hosts, ca=ca, now=now))
-    return "kept", data
+    # renew_before far in the past: only "unreadable" or "key does not match" count here
+    reason = renewal_reason(ca, ca_pem=ca.cert_pem, hosts=[], now=now, renew_before=-CA_VALID_FOR)
+    return None if reason else ca
+
+
+def _previous(
+    data: dict[str, bytes], *, now: dt.datetime
+) -> tuple[bytes | None, dt.datetime | None]:
+    """The previous CA kept in the Secret and when it was replaced; (None, None) when it is
+    absent, unreadable or expired (an expired CA verifies nothing)."""
+    pem = data.get(PREVIOUS_CA)
+    if pem is None:
+        return None, None
+    try:
+        cert = KeyPair(pem, b"").cert
+    except CertificateError:
+        return None, None
+    if cert.not_valid_after_utc <= now:
+        return None, None
+    try:
+        rotated_at = dt.datetime.fromisoformat(data.get(ROTATED_AT, b"").decode())
+    except ValueError:
+        rotated_at = None  # unknown: treated as long ago
+    if rotated_at is not None and rotated_at.tzinfo is None:
+        rotated_at = rotated_at.replace(tzinfo=dt.UTC)
+    return pem, rotated_at
 
 
 def bootstrap(
@@ -78,7 +177,9 @@ def bootstrap(
     webhook_configs: Sequence[str],
     now: dt.datetime,
 ) -> BootstrapResult:
-    """Ensure the Secret, then write its ca.crt into every webhook of the named configurations."""
+    """Write the caBundle (the Secret's CA, and the previous one while kept) into every
+    webhook of the named configurations, then ensure the Secret: in this order, so a pod
+    never serves a certificate the apiserver does not trust yet."""
     core = client.CoreV1Api(api)
     current = _read_secret(core, namespace, secret)
     action, data = plan_secret(current, service_hosts(service, namespace), now=now)
@@ -89,11 +190,11 @@ def bootstrap(
         type="kubernetes.io/tls",
         data={k: base64.b64encode(v).decode() for k, v in data.items()},
     )
+    patched, unchanged = _patch_ca_bundles(api, webhook_configs, ca_bundle(data))
     if action == "created":
         core.create_namespaced_secret(namespace, body)
-    elif action == "renewed":
+    elif action != "kept":
         core.replace_namespaced_secret(secret, namespace, body)
-    patched, unchanged = _patch_ca_bundles(api, webhook_configs, data["ca.crt"])
     return BootstrapResult(secret=action, patched=tuple(patched), unchanged=tuple(unchanged))
 
 

@@ -25,6 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--ip", action="append", default=[], help="IP SAN for a made certificate")
     serve.add_argument("--workers", type=int, default=1, help="gunicorn worker processes")
     serve.add_argument("--threads", type=int, default=4, help="threads per worker")
+    serve.add_argument(
+        "--read-timeout",
+        type=float,
+        default=5.0,
+        help="seconds for a request to arrive: TLS handshake, head and body (default 5)",
+    )
+    serve.add_argument(
+        "--keepalive", type=int, default=15, help="seconds an idle connection stays open"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
@@ -51,6 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 1:
         print("--workers and --threads must be at least 1", file=sys.stderr)
         return 2
+    if not 0 < args.read_timeout <= 60 or args.keepalive < 1:
+        print("--read-timeout must be in (0, 60] and --keepalive at least 1", file=sys.stderr)
+        return 2
     try:
         opts = serve.options_from(
             args.bind,
@@ -59,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
             args.ip,
             workers=args.workers,
             threads=args.threads,
+            read_timeout_s=args.read_timeout,
+            keepalive_s=args.keepalive,
             log_level=args.log_level,
         )
     except ValueError as exc:

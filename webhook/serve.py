@@ -4,6 +4,11 @@ Why: the apiserver calls webhooks over HTTPS only. This starts gunicorn programm
 (threaded workers, keep-alive), makes a CA and a serving certificate when the cert dir
 has none, and plugs in `webhook.tls.CertReloader` so rotated files are served to new
 connections without a restart.
+
+Connection bounds (why each exists is in docs/security.md, "Webhook connections"): the
+shipped Deployment sets workers, threads, `--read-timeout` (the whole TLS handshake plus
+request head and body must arrive within it, enforced per socket by `webhook.tls`) and
+`--keepalive` (how long an idle kept-alive connection stays open; it holds no thread).
 Must not: decide admission, or start anything before the settings and certs check out.
 """
 
@@ -12,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import math
 import os
 import shutil
 import sys
@@ -25,9 +31,10 @@ from gunicorn.app.base import BaseApplication
 
 from webhook.certs import ensure_cert_dir
 from webhook.settings import Settings, SettingsError
-from webhook.tls import CertReloader
+from webhook.tls import DEFAULT_READ_TIMEOUT_S, CertReloader
 
 log = logging.getLogger("kaito.webhook")
+DEFAULT_KEEPALIVE_S = 15
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +48,8 @@ class ServeOptions:
     ips: tuple[str, ...] = ()
     workers: int = 1
     threads: int = 4
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    keepalive_s: int = DEFAULT_KEEPALIVE_S
     log_level: str = "info"
 
     def hosts(self) -> list[str]:
@@ -80,16 +89,20 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def gunicorn_options(opts: ServeOptions, reloader: CertReloader) -> dict[str, Any]:
-    """gunicorn settings: TLS with our reloading context, threads, keep-alive, bounded requests."""
+    """gunicorn settings: TLS with our reloading context, threads, keep-alive, bounded requests.
+
+    `timeout` is gthread's heartbeat (the worker's main loop, not a request); a stopping
+    worker gives requests in flight `graceful_timeout`, which covers a whole read deadline.
+    """
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     options: dict[str, Any] = {
         "bind": [f"{host}:{opts.port}"],
         "workers": opts.workers,
         "worker_class": "gthread",
         "threads": opts.threads,
-        "keepalive": 30,
+        "keepalive": opts.keepalive_s,
         "timeout": 30,
-        "graceful_timeout": 10,
+        "graceful_timeout": max(10, math.ceil(opts.read_timeout_s) + 5),
         "certfile": str(reloader.cert_file),
         "keyfile": str(reloader.key_file),
         "ssl_context": reloader.ssl_context,
@@ -99,6 +112,8 @@ def gunicorn_options(opts: ServeOptions, reloader: CertReloader) -> dict[str, An
         "limit_request_line": 8190,
         "limit_request_fields": 100,
         "proc_name": "kaito-webhook",
+        # gunicorn's control socket (resize, reload, stop) is an interface we do not use
+        "control_socket_disable": True,
     }
     if opts.workers > 1:
         options["child_exit"] = _mark_worker_dead
@@ -123,7 +138,9 @@ def serve(opts: ServeOptions, environ: MutableMapping[str, str]) -> int:
     result = ensure_cert_dir(opts.cert_dir, hosts, now=dt.datetime.now(dt.UTC))
     log.info("certificates in %s: %s", opts.cert_dir, result)
     owns_ca = (opts.cert_dir / "ca.key").is_file()
-    reloader = CertReloader(opts.cert_dir, renew_hosts=hosts if owns_ca else ())
+    reloader = CertReloader(
+        opts.cert_dir, renew_hosts=hosts if owns_ca else (), read_timeout_s=opts.read_timeout_s
+    )
     environ.setdefault("KAITO_WEBHOOK_CERT_DIR", str(opts.cert_dir))
     multiproc_dir = None
     if opts.workers > 1 and not environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -54,10 +54,12 @@ class Server:
 
 
 def start_server(
-    cert_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None
+    cert_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    """Start `python -m webhook serve` on a free port; FAIL (not skip) when it does not come up."""
-    port = free_port()
+    """Start `python -m webhook serve` on `port` (a free one when None: a restart passes the
+    old one); FAIL (not skip) when it does not come up."""
+    port = port or free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -36,6 +36,14 @@ def test_a_bad_bind_address_exits_2_with_the_reason(tmp_path: Path) -> None:
     assert "--bind 'nope': expected HOST:PORT" in proc.stderr
 
 
+def test_an_unbounded_read_timeout_or_keepalive_exits_2_with_the_reason(tmp_path: Path) -> None:
+    for flags in (["--read-timeout", "0"], ["--read-timeout", "nan"], ["--keepalive", "0"]):
+        proc = run("serve", "--bind", "127.0.0.1:1", "--cert-dir", str(tmp_path), *flags)
+        assert proc.returncode == 2, flags
+        assert "--read-timeout must be in (0, 60] and --keepalive at least 1" in proc.stderr
+    assert not (tmp_path / "tls.crt").exists()
+
+
 def test_bad_settings_exit_2_listing_every_variable(tmp_path: Path) -> None:
     env = {"KAITO_WEBHOOK_MAX_BODY_BYTES": "x", "KAITO_WEBHOOK_LOG_LEVEL": "loud"}
     proc = run("serve", "--bind", "127.0.0.1:1", "--cert-dir", str(tmp_path), env=env)
