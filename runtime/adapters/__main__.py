@@ -15,6 +15,9 @@ file (its `.dockerconfigjson` key). `--scale` bakes an adapter's strength into i
 strength; the transformers server applies strength itself and pulls unscaled. A failure
 exits 1 and writes one line to the termination log (`/dev/termination-log`, or env
 KAITO_TERMINATION_LOG), exactly as kaito-tune does; 2 means a bad command line.
+Registries are reached only on public addresses unless the environment allows more
+(runtime.netcheck): `KAITO_OCI_ALLOW_PRIVATE=1` (an operator's in-cluster registry) and
+`KAITO_ALLOW_LOOPBACK=1` (this project's tests only).
 This module is the shell: it parses arguments and calls runtime.adapters.oci (and
 runtime.adapters.copy); it must hold no registry or copy logic of its own and never
 print a secret.
@@ -30,6 +33,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from runtime import netcheck
 from runtime.adapters import oci
 from runtime.adapters.copy import copy_adapter
 from runtime.jobstep import run_step
@@ -43,13 +47,14 @@ def _credentials(secret: Path | None, reference: str) -> oci.Credentials | None:
     return oci.credentials_from_dockerconfig(secret, oci.registry_host(reference))
 
 
-def cmd_pull(args: argparse.Namespace) -> int:
+def cmd_pull(args: argparse.Namespace, policy: netcheck.Policy) -> int:
     files = oci.pull_directory(
         args.reference,
         args.dest,
         credentials=_credentials(args.pull_secret, args.reference),
         plain_http=args.plain_http,
         max_bytes=args.max_bytes,
+        policy=policy,
     )
     record = {
         "event": "pulled",
@@ -72,7 +77,7 @@ def _scale(directory: Path, factor: float) -> int:
     return scale_adapter(directory, factor)
 
 
-def cmd_copy(args: argparse.Namespace) -> int:
+def cmd_copy(args: argparse.Namespace, policy: netcheck.Policy) -> int:
     copied = copy_adapter(args.source, args.dest, max_bytes=args.max_bytes)
     record = {
         "event": "copied",
@@ -87,13 +92,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_push(args: argparse.Namespace) -> int:
+def cmd_push(args: argparse.Namespace, policy: netcheck.Policy) -> int:
     digest = oci.push_directory(
         args.source,
         args.reference,
         kind=args.kind,
         credentials=_credentials(args.push_secret, args.reference),
         plain_http=args.plain_http,
+        policy=policy,
     )
     print(json.dumps({"event": "pushed", "image": args.reference, "digest": digest}), flush=True)
     return 0
@@ -133,7 +139,8 @@ COMMANDS = {"pull": cmd_pull, "copy": cmd_copy, "push": cmd_push}
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     env = os.environ if environ is None else environ
     args = build_parser().parse_args(argv)
-    return run_step(lambda: COMMANDS[args.command](args), env, what=args.command, log=LOG)
+    return run_step(lambda: COMMANDS[args.command](args, netcheck.oci_policy(env, LOG)), env,
+                    what=args.command, log=LOG)
 
 
 if __name__ == "__main__":

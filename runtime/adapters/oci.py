@@ -22,6 +22,13 @@ scheme is read from the registry's own `/v2/` challenge: `Basic` registries need
 basic backend (its token backend mistakes a Basic realm for a token server), and for them
 the credentials are checked first so a wrong password fails at once with the registry's
 own error text. The command line (`kaito-oci pull|push`) is runtime.adapters.
+
+Every request (the `/v2/` probe, token endpoint, manifest, blob, upload, and each redirect
+hop) goes through runtime.adapters.transport: its host is checked by runtime.netcheck under
+the caller's `Policy` (no loopback, link-local, metadata or private targets unless allowed)
+before any connection. Bytes are bounded by what is actually received: a manifest or any
+answer read whole by 4 MiB, a layer by its manifest size (the sum of which must be within
+`max_bytes`); a layer that sends more is refused and its partial file removed.
 This module must not log secrets or write outside DEST.
 """
 
@@ -29,17 +36,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
+from runtime import netcheck
+from runtime.adapters import transport
 from runtime.jobstep import PullDenied, PushDenied, RegistryError, TuneError
 
 LOG = logging.getLogger("kaito.tune.oci")
@@ -47,6 +58,8 @@ KINDS = ("adapter", "dataset", "model")
 TITLE = "org.opencontainers.image.title"
 KIND_ANNOTATION = "sh.kaito.artifact"
 TIMEOUT = 30.0
+CHUNK = 1 << 20
+STRICT = netcheck.STRICT  # public registries only
 
 
 def config_media_type(kind: str) -> str:
@@ -123,35 +136,87 @@ def registry_error_text(response: requests.Response) -> str:
 
 
 def auth_backend(
-    host: str, credentials: Credentials | None, *, plain_http: bool, denied: type[TuneError]
+    host: str, credentials: Credentials | None, *, plain_http: bool, denied: type[TuneError],
+    session: requests.Session,
 ) -> str:
     """'basic' or 'token', from the registry's `/v2/` challenge; checks basic credentials."""
     url = f"{'http' if plain_http else 'https'}://{host}/v2/"
-    try:
-        anonymous = requests.get(url, timeout=TIMEOUT)
+    with _errors(host, denied, "cannot reach registry"):
+        anonymous = session.get(url, timeout=TIMEOUT)
         challenge = anonymous.headers.get("WWW-Authenticate", "")
         if anonymous.status_code != 401 or not challenge.lower().startswith("basic"):
             return "token"
         if credentials is None:
             raise denied(f"{registry_error_text(anonymous)} (HTTP 401 from {host}; no credentials)")
         auth = (credentials.username, credentials.password)
-        checked = requests.get(url, auth=auth, timeout=TIMEOUT)
-    except requests.RequestException as exc:
-        raise RegistryError(f"cannot reach registry {host}: {exc}") from exc
+        checked = session.get(url, auth=auth, timeout=TIMEOUT)
     if checked.status_code in (401, 403):
         raise denied(f"{registry_error_text(checked)} (HTTP {checked.status_code} from {host})")
     return "basic"
 
 
 def registry_client(host: str, credentials: Credentials | None, plain_http: bool,
-                    backend: str) -> Any:
-    """An oras client for one registry, logged in when credentials are given."""
+                    backend: str, *, policy: netcheck.Policy = STRICT,
+                    resolver: netcheck.Resolver = netcheck.system_resolver) -> Any:
+    """An oras client for one registry whose every request is checked (transport)."""
     from oras.client import OrasClient
 
     client = OrasClient(hostname=host, insecure=plain_http, auth_backend=backend)
+    transport.checked_session(client.session, host, policy, resolver)
     if credentials is not None:
         client.auth.set_basic_auth(credentials.username, credentials.password)
     return client
+
+
+def open_registry(host: str, credentials: Credentials | None, *, plain_http: bool,
+                  denied: type[TuneError], policy: netcheck.Policy = STRICT,
+                  resolver: netcheck.Resolver = netcheck.system_resolver) -> Any:
+    """Check the registry's host, read its auth scheme, return a checked oras client.
+
+    The host is checked before anything is sent, so a refused registry sees no request."""
+    with _errors(host, denied, "cannot reach registry"):
+        name, port = _split_host(host, plain_http)
+        try:
+            netcheck.check_host(name, port, policy, resolver)
+        except netcheck.Refused as exc:
+            raise transport.TargetRefused(host, host, exc) from exc
+        except netcheck.Unresolved as exc:
+            raise RegistryError(f"cannot reach registry {host}: {exc}") from exc
+    probe = transport.checked_session(requests.Session(), host, policy, resolver)
+    try:
+        backend = auth_backend(host, credentials, plain_http=plain_http, denied=denied,
+                               session=probe)
+    finally:
+        probe.close()
+    return registry_client(host, credentials, plain_http, backend, policy=policy,
+                           resolver=resolver)
+
+
+def _split_host(host: str, plain_http: bool) -> tuple[str, int]:
+    parts = urlsplit(f"//{host}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise RegistryError(f"registry {host!r}: not a host[:port]") from exc
+    if not parts.hostname:
+        raise RegistryError(f"registry {host!r}: not a host[:port]")
+    return parts.hostname, port or (80 if plain_http else 443)
+
+
+@contextlib.contextmanager
+def _errors(host: str, denied: type[TuneError], what: str) -> Iterator[None]:
+    """The registry client's errors as this module's: refusals and limits, oras's
+    ValueErrors (denied or not), and requests' connection errors."""
+    try:
+        yield
+    except transport.Stop as exc:
+        raise RegistryError(str(exc)) from exc
+    except TuneError:
+        raise
+    except requests.RequestException as exc:
+        raise RegistryError(f"{what} {host}: {exc}") from exc
+    except ValueError as exc:
+        raise _classify(exc, host, denied) from exc
 
 
 def _flat_files(directory: Path) -> list[Path]:
@@ -176,18 +241,20 @@ def push_directory(
     kind: str = "adapter",
     credentials: Credentials | None = None,
     plain_http: bool = False,
+    policy: netcheck.Policy = STRICT,
+    resolver: netcheck.Resolver = netcheck.system_resolver,
 ) -> str:
     """Push every file of `directory` as one artifact; return the manifest digest."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     files = _flat_files(directory)
     host = registry_host(reference)
-    backend = auth_backend(host, credentials, plain_http=plain_http, denied=PushDenied)
-    client = registry_client(host, credentials, plain_http, backend)
+    client = open_registry(host, credentials, plain_http=plain_http, denied=PushDenied,
+                           policy=policy, resolver=resolver)
     with tempfile.TemporaryDirectory(prefix="kaito-oci-") as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps({"kind": kind, "files": [p.name for p in files]}))
-        try:
+        with _errors(host, PushDenied, "push failed: registry"):
             response = client.push(
                 target=reference,
                 files=[f"{p}:{file_media_type(kind)}" for p in files],
@@ -196,10 +263,6 @@ def push_directory(
                 disable_path_validation=True,
                 quiet=True,
             )
-        except ValueError as exc:
-            raise _classify(exc, host, PushDenied) from exc
-        except requests.RequestException as exc:
-            raise RegistryError(f"push to {host} failed: {exc}") from exc
     digest = str(response.headers.get("Docker-Content-Digest", ""))
     LOG.info("pushed %d files to %s (%s)", len(files), reference, digest or "no digest")
     return digest
@@ -219,17 +282,15 @@ def pull_directory(
     credentials: Credentials | None = None,
     plain_http: bool = False,
     max_bytes: int = 1 << 30,
+    policy: netcheck.Policy = STRICT,
+    resolver: netcheck.Resolver = netcheck.system_resolver,
 ) -> list[Path]:
-    """Pull an artifact's files into `dest`; checks names, total size, every digest."""
+    """Pull an artifact's files into `dest`; checks names, sizes, every digest."""
     host = registry_host(reference)
-    backend = auth_backend(host, credentials, plain_http=plain_http, denied=PullDenied)
-    client = registry_client(host, credentials, plain_http, backend)
-    try:
+    client = open_registry(host, credentials, plain_http=plain_http, denied=PullDenied,
+                           policy=policy, resolver=resolver)
+    with _errors(host, PullDenied, "pull failed: registry"):
         manifest = client.get_manifest(reference)
-    except ValueError as exc:
-        raise _classify(exc, host, PullDenied) from exc
-    except requests.RequestException as exc:
-        raise RegistryError(f"pull from {host} failed: {exc}") from exc
     layers = checked_layers(manifest, reference, max_bytes)
     dest.mkdir(parents=True, exist_ok=True)
     out = download_layers(client, reference, layers, dest)
@@ -240,18 +301,52 @@ def pull_directory(
 def download_layers(
     client: Any, reference: str, layers: list[tuple[str, dict[str, Any]]], dest: Path
 ) -> list[Path]:
-    """Download each checked layer (`checked_layers`) into `dest`/name and verify its digest
-    and size (a bad file is removed); RegistryError names the file that failed."""
+    """Download each checked layer (`checked_layers`) into `dest`/name, never more bytes
+    than its manifest size, and verify its digest; a bad file is removed and RegistryError
+    names it."""
     out: list[Path] = []
+    host = registry_host(reference)
     for name, layer in layers:
         target = dest / name
-        try:
-            client.download_blob(reference, layer["digest"], str(target))
-        except (ValueError, requests.RequestException) as exc:
-            raise RegistryError(f"downloading {name} from {reference} failed: {exc}") from exc
-        _verify(target, layer)
+        with _errors(host, PullDenied, f"downloading {name} failed: registry"):
+            _download(client, reference, name, layer, target)
         out.append(target)
     return out
+
+
+def _download(client: Any, reference: str, name: str, layer: Mapping[str, Any],
+              target: Path) -> None:
+    size = int(layer["size"])
+    expected = str(layer["digest"]).partition(":")[2]
+    response = client.get_blob(reference, layer["digest"], stream=True)
+    try:
+        if response.status_code != 200:
+            transport.read_capped(response, transport.MAX_BODY, registry_host(reference))
+            denied = response.status_code in (401, 403)
+            raise (PullDenied if denied else RegistryError)(
+                f"{reference}: {name}: the registry answered HTTP {response.status_code}: "
+                f"{registry_error_text(response)}")
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > size:
+            raise RegistryError(f"{reference}: {name}: the registry announced {int(length)} "
+                                f"bytes; the manifest says {size}")
+        digest, total = hashlib.sha256(), 0
+        with open(target, "wb") as fh:
+            for chunk in response.iter_content(CHUNK):
+                total += len(chunk)
+                if total > size:
+                    raise RegistryError(f"{reference}: {name}: the registry sent more than "
+                                        f"the manifest's {size} bytes")
+                digest.update(chunk)
+                fh.write(chunk)
+        if total != size or digest.hexdigest() != expected:
+            raise RegistryError(f"{name}: content does not match its digest or size "
+                                f"({total} of {size} bytes)")
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        response.close()
 
 
 def checked_layers(
@@ -268,22 +363,18 @@ def checked_layers(
             raise RegistryError(f"{reference}: layer title {name!r} is not a plain file name")
         if str(layer.get("mediaType", "")).endswith("tar+gzip"):
             raise RegistryError(f"{reference}: layer {name!r} is a directory archive; push files")
+        size = layer.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise RegistryError(f"{reference}: layer {name!r} has no valid size ({size!r})")
+        algorithm, _, hexdigest = str(layer.get("digest", "")).partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64:
+            raise RegistryError(f"{reference}: layer {name!r}: unsupported digest "
+                                f"{layer.get('digest')!r}")
         out.append((name, layer))
-    total = sum(int(layer.get("size", 0)) for _, layer in out)
+    names = [name for name, _ in out]
+    if len(set(names)) != len(names):
+        raise RegistryError(f"{reference}: two layers have the same file name")
+    total = sum(int(layer["size"]) for _, layer in out)
     if total > max_bytes:
         raise RegistryError(f"{reference} is {total} bytes, over the limit of {max_bytes} bytes")
     return out
-
-
-def _verify(path: Path, layer: Mapping[str, Any]) -> None:
-    algorithm, _, expected = str(layer.get("digest", "")).partition(":")
-    if algorithm != "sha256":
-        raise RegistryError(f"{path.name}: unsupported digest {layer.get('digest')!r}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    size = path.stat().st_size
-    if digest.hexdigest() != expected or size != int(layer.get("size", -1)):
-        path.unlink(missing_ok=True)
-        raise RegistryError(f"{path.name}: content does not match its digest or size")

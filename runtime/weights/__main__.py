@@ -50,10 +50,10 @@ def cmd_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.push_secret is not None:
         credentials = oci.credentials_from_dockerconfig(
             args.push_secret, oci.registry_host(args.reference))
-    folder = ensure(parse_source(args.model, args.revision), WeightsSettings.from_env(environ),
-                    LOG).path
+    settings = WeightsSettings.from_env(environ)
+    folder = ensure(parse_source(args.model, args.revision), settings, LOG).path
     digest = push_model(folder, args.reference, credentials=credentials,
-                        plain_http=args.plain_http)
+                        plain_http=args.plain_http, policy=settings.net)
     print(json.dumps({"event": "pushed", "image": args.reference, "digest": digest,
                       "folder": str(folder)}), flush=True)
     return 0

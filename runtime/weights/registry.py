@@ -6,7 +6,10 @@ container pulls it into `oci/sha256-<manifest digest>/` of the node cache, so ev
 the model on that node shares one copy. Integrity: the manifest's own digest is computed
 from its bytes (and must equal the reference's `@sha256:` when it has one, and the
 registry's Docker-Content-Digest), and every file is checked against its layer digest and
-size before the folder is renamed into place.
+size before the folder is renamed into place. Every request is checked
+(runtime.adapters.transport, under `WeightsSettings.net`); an artifact larger than
+`WeightsSettings.max_oci_bytes` (env KAITO_OCI_MAX_BYTES) is refused before any download,
+and no file may carry more bytes than its manifest says.
 
 The artifact is the adapter layout of runtime.adapters.oci with kind `model`: one layer per
 file, its name in `org.opencontainers.image.title`. This module must not write outside the
@@ -26,7 +29,8 @@ from typing import Any
 
 import requests
 
-from runtime.adapters import oci
+from runtime import netcheck
+from runtime.adapters import oci, transport
 from runtime.jobstep import PullDenied, RegistryError
 from runtime.weights.cache import (
     Progress,
@@ -45,7 +49,6 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
-MAX_MODEL_BYTES = 4 << 40  # 4 TiB: the largest catalog model is ~650 GiB
 
 
 def strip_scheme(reference: str) -> str:
@@ -73,7 +76,8 @@ def local_artifact(reference: str, settings: WeightsSettings) -> Path | None:
     return read_complete(settings.cache, _digest_key(digest))
 
 
-def pull_model(reference: str, settings: WeightsSettings, log: logging.Logger) -> tuple[Path, bool]:
+def pull_model(reference: str, settings: WeightsSettings, log: logging.Logger,
+               resolver: netcheck.Resolver = netcheck.system_resolver) -> tuple[Path, bool]:
     """Resolve `reference`, pull its files unless this node has them; (folder, pulled now)."""
     ref = strip_scheme(reference)
     if settings.offline:
@@ -85,9 +89,8 @@ def pull_model(reference: str, settings: WeightsSettings, log: logging.Logger) -
     host = oci.registry_host(ref)
     credentials = (oci.credentials_from_dockerconfig(settings.pull_secret, host)
                    if settings.pull_secret is not None else None)
-    backend = oci.auth_backend(host, credentials, plain_http=settings.plain_http,
-                               denied=PullDenied)
-    client = oci.registry_client(host, credentials, settings.plain_http, backend)
+    client = oci.open_registry(host, credentials, plain_http=settings.plain_http,
+                               denied=PullDenied, policy=settings.net, resolver=resolver)
     digest, manifest = _manifest(client, ref, host)
     write_json(_pointer(settings, ref), {"reference": ref, "digest": digest})
     key = _digest_key(digest)
@@ -107,8 +110,10 @@ def _manifest(client: Any, ref: str, host: str) -> tuple[str, dict[str, Any]]:
     """The manifest's digest (computed from its bytes, checked) and its JSON."""
     container = client.get_container(ref)
     url = f"{client.prefix}://{container.manifest_url()}"
-    try:
+    try:  # read whole, so at most transport.MAX_BODY (4 MiB) bytes
         response = client.do_request(url, "GET", headers={"Accept": ", ".join(MANIFEST_TYPES)})
+    except transport.Stop as exc:
+        raise RegistryError(str(exc)) from exc
     except requests.RequestException as exc:
         raise RegistryError(f"pull from {host} failed: {exc}") from exc
     if response.status_code in (401, 403):
@@ -137,7 +142,7 @@ def _manifest(client: Any, ref: str, host: str) -> tuple[str, dict[str, Any]]:
 
 def _pull_layers(client: Any, ref: str, digest: str, manifest: dict[str, Any],
                  settings: WeightsSettings, key: str, log: logging.Logger) -> Path:
-    layers = oci.checked_layers(manifest, ref, MAX_MODEL_BYTES)
+    layers = oci.checked_layers(manifest, ref, settings.max_oci_bytes)
     total = sum(int(layer.get("size", 0)) for _, layer in layers)
     root = settings.cache / "oci"
     root.mkdir(parents=True, exist_ok=True)
@@ -166,7 +171,7 @@ def _pull_layers(client: Any, ref: str, digest: str, manifest: dict[str, Any],
 
 
 def push_model(folder: Path, reference: str, *, credentials: oci.Credentials | None,
-               plain_http: bool) -> str:
+               plain_http: bool, policy: netcheck.Policy = oci.STRICT) -> str:
     """Push a model folder's flat files as one artifact of kind `model`; its digest."""
     if not (folder / "config.json").is_file():
         raise WeightsError(f"{folder}: no config.json; push a model folder")
@@ -183,6 +188,7 @@ def push_model(folder: Path, reference: str, *, credentials: oci.Credentials | N
             except OSError:
                 shutil.copyfile(source, target)
         return oci.push_directory(staging, strip_scheme(reference), kind=KIND,
-                                  credentials=credentials, plain_http=plain_http)
+                                  credentials=credentials, plain_http=plain_http,
+                                  policy=policy)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

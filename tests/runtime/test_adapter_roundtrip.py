@@ -62,7 +62,8 @@ def _init_container(argv: list[str], tmp: Path) -> None:
     """Run `python -m runtime.adapters ARGV` in a process of its own, as a pod does."""
     log = tmp / "termination-log"
     proc = subprocess.run([sys.executable, "-m", "runtime.adapters", *argv], cwd=REPO,
-                          env={**os.environ, TERMINATION_LOG_ENV: str(log)},
+                          env={**os.environ, TERMINATION_LOG_ENV: str(log),
+                               ALLOW_LOOPBACK_ENV: "1"},  # the registry is on 127.0.0.1
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, (proc.stderr[-2000:], log.read_text() if log.exists() else "")
 

@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from runtime import netcheck
 from runtime.adapters import oci
 from runtime.jobstep import PullDenied, PushDenied, RegistryError, TuneError
 from tests.support.registry import LocalRegistry, running_registry
+
+LOOPBACK = netcheck.Policy(allow_loopback=True)  # the registry runs on 127.0.0.1
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,11 @@ def test_an_adapter_pushed_with_the_secret_pulls_back_byte_for_byte(
     ref = oci_registry.reference("adapters/roundtrip")
     secret = oci_registry.docker_config(tmp_path / "dockerconfig.json")
     creds = oci.credentials_from_dockerconfig(secret, oci.registry_host(ref))
-    digest = oci.push_directory(source, ref, credentials=creds, plain_http=True)
+    digest = oci.push_directory(source, ref, credentials=creds, plain_http=True, policy=LOOPBACK)
     assert digest.startswith("sha256:")
 
-    pulled = oci.pull_directory(ref, tmp_path / "pulled", credentials=creds, plain_http=True)
+    pulled = oci.pull_directory(ref, tmp_path / "pulled", credentials=creds, plain_http=True,
+                                policy=LOOPBACK)
     assert sorted(p.name for p in pulled) == ["adapter_config.json", "adapter_model.safetensors"]
     for path in pulled:
         assert path.read_bytes() == (source / path.name).read_bytes()
@@ -53,7 +57,8 @@ def test_the_manifest_has_the_documented_layout(
 ) -> None:
     ref = oci_registry.reference("adapters/layout", "v2")
     oci.push_directory(
-        _adapter(tmp_path / "a"), ref, credentials=_creds(oci_registry), plain_http=True
+        _adapter(tmp_path / "a"), ref, credentials=_creds(oci_registry), plain_http=True,
+        policy=LOOPBACK,
     )
     response = requests.get(
         f"http://{oci_registry.host}/v2/adapters/layout/manifests/v2",
@@ -79,20 +84,21 @@ def test_a_wrong_password_fails_with_the_registrys_own_error(
             _adapter(tmp_path / "a"),
             ref,
             credentials=_creds(oci_registry, "wrong"),
-            plain_http=True,
+            plain_http=True, policy=LOOPBACK,
         )
     assert str(info.value) == (
         "push denied by registry: UNAUTHORIZED: authentication required "
         f"(HTTP 401 from {oci_registry.host})"
     )
     with pytest.raises(PullDenied, match="UNAUTHORIZED: authentication required"):
-        oci.pull_directory(ref, tmp_path / "p", credentials=None, plain_http=True)
+        oci.pull_directory(ref, tmp_path / "p", credentials=None, plain_http=True, policy=LOOPBACK)
 
 
 def test_pulling_a_missing_tag_fails_clearly(oci_registry: LocalRegistry, tmp_path: Path) -> None:
     ref = oci_registry.reference("adapters/never-pushed")
     with pytest.raises(RegistryError, match="Not Found"):
-        oci.pull_directory(ref, tmp_path / "p", credentials=_creds(oci_registry), plain_http=True)
+        oci.pull_directory(ref, tmp_path / "p", credentials=_creds(oci_registry), plain_http=True,
+                           policy=LOOPBACK)
 
 
 def test_a_pull_over_the_size_limit_downloads_nothing(
@@ -100,24 +106,28 @@ def test_a_pull_over_the_size_limit_downloads_nothing(
 ) -> None:
     ref = oci_registry.reference("adapters/large")
     creds = _creds(oci_registry)
-    oci.push_directory(_adapter(tmp_path / "a"), ref, credentials=creds, plain_http=True)
+    oci.push_directory(_adapter(tmp_path / "a"), ref, credentials=creds, plain_http=True,
+                       policy=LOOPBACK)
     with pytest.raises(RegistryError, match="over the limit of 100 bytes"):
-        oci.pull_directory(ref, tmp_path / "p", credentials=creds, plain_http=True, max_bytes=100)
+        oci.pull_directory(ref, tmp_path / "p", credentials=creds, plain_http=True,
+                           policy=LOOPBACK, max_bytes=100)
     assert not (tmp_path / "p").exists()
 
 
 def test_an_unreachable_registry_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=r"cannot reach registry 127\.0\.0\.1:9"):
-        oci.push_directory(_adapter(tmp_path / "a"), "127.0.0.1:9/x:v1", plain_http=True)
+        oci.push_directory(_adapter(tmp_path / "a"), "127.0.0.1:9/x:v1", plain_http=True,
+                           policy=LOOPBACK)
 
 
 def test_directories_with_subfolders_or_nothing_are_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(TuneError, match="is empty"):
-        oci.push_directory(tmp_path / "empty", "127.0.0.1:9/x:v1", plain_http=True)
+        oci.push_directory(tmp_path / "empty", "127.0.0.1:9/x:v1", plain_http=True, policy=LOOPBACK)
     (tmp_path / "nested" / "sub").mkdir(parents=True)
     with pytest.raises(TuneError, match=r"non-files \(sub\)"):
-        oci.push_directory(tmp_path / "nested", "127.0.0.1:9/x:v1", plain_http=True)
+        oci.push_directory(tmp_path / "nested", "127.0.0.1:9/x:v1", plain_http=True,
+                           policy=LOOPBACK)
 
 
 @pytest.mark.parametrize(

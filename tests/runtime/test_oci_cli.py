@@ -21,6 +21,7 @@ import torch
 from runtime.adapters.__main__ import main
 from runtime.adapters.scale import is_lora_b, scale_adapter
 from runtime.jobstep import TERMINATION_LOG_ENV, ConfigError, DataError
+from runtime.netcheck import ALLOW_LOOPBACK_ENV
 from runtime.serving.loading import attach_adapters
 from runtime.serving.settings import AdapterSpec
 from tests.runtime.conftest import PROMPT
@@ -29,7 +30,7 @@ from tests.support.registry import LocalRegistry
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {TERMINATION_LOG_ENV: str(tmp_path / "termination-log")}
+    return {TERMINATION_LOG_ENV: str(tmp_path / "termination-log"), ALLOW_LOOPBACK_ENV: "1"}
 
 
 def _logits(model_dir: Path, adapter: Path | None, strength: float | None = None) -> Any:

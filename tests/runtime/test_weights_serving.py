@@ -25,6 +25,7 @@ from presets.catalog import load_catalog
 from presets.commands import inference_command
 from presets.expand import expand_object, resolve
 from rig.hubstub import running_hub
+from runtime.netcheck import ALLOW_LOOPBACK_ENV
 from runtime.serving.loading import resolve_model_dir
 from tests.runtime.test_server_gunicorn import run_server
 from tests.support.registry import LocalRegistry
@@ -115,7 +116,8 @@ def test_smollm2_from_an_oci_artifact_in_the_registry_answers_paris(
     secret = oci_registry.docker_config(tmp_path / "dockerconfig.json")
     env = {**os.environ, "KAITO_MODEL_CACHE": str(smollm2_dir),
            "KAITO_WEIGHTS_CACHE": str(tmp_path / "workstation-cache"),
-           "KAITO_TERMINATION_LOG": str(tmp_path / "termination-log")}
+           "KAITO_TERMINATION_LOG": str(tmp_path / "termination-log"),
+           ALLOW_LOOPBACK_ENV: "1"}  # the registry is on 127.0.0.1
     pushed = _run([sys.executable, "-m", "kaito", "model", "push", "smollm2-135m-instruct",
                    ref, "--push-secret", str(secret), "--plain-http"], env)
     assert pushed.returncode == 0, pushed.stderr[-3000:]

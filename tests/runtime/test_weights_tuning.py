@@ -27,6 +27,7 @@ from reconciler.objects import desired_objects
 from rig.hubstub import running_hub
 from rig.seeds import SEED_DIR
 from runtime.adapters import oci
+from runtime.netcheck import ALLOW_LOOPBACK_ENV, Policy
 from tests.support.registry import LocalRegistry
 from tests.support.tinyarch import build_tiny_like
 
@@ -86,7 +87,8 @@ def test_the_phi3_qlora_example_trains_on_hub_weights_and_pushes_its_adapter(
         hub.add_repo(spec.hf_id, repo, commit=spec.revision)
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint,
                "KAITO_WEIGHTS_CACHE": str(tmp_path / "node-cache"),
-               "KAITO_TERMINATION_LOG": str(tmp_path / "termination-log")}
+               "KAITO_TERMINATION_LOG": str(tmp_path / "termination-log"),
+               ALLOW_LOOPBACK_ENV: "1"}  # the registry is on 127.0.0.1
         trained = subprocess.run([sys.executable, *_local(train, paths)[1:]], cwd=REPO,
                                  env=env, capture_output=True, text=True, timeout=600,
                                  check=False)
@@ -102,7 +104,8 @@ def test_the_phi3_qlora_example_trains_on_hub_weights_and_pushes_its_adapter(
     assert pushed.returncode == 0, pushed.stderr[-3000:]
     back = tmp_path / "pulled"
     oci.pull_directory(obj["tuning"]["output"]["image"], back, plain_http=True,
-                       credentials=oci.Credentials(oci_registry.username, oci_registry.password))
+                       credentials=oci.Credentials(oci_registry.username, oci_registry.password),
+                       policy=Policy(allow_loopback=True))
     config = json.loads((back / "adapter_config.json").read_text())
     # phi-3's own fused projections (a Llama-shaped stand-in would have q_proj / v_proj)
     assert config["target_modules"]
