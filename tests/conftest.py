@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 # Fixture plugins, each owned by the part it serves.
-pytest_plugins = ["tests.support.cluster", "tests.support.registry"]
+pytest_plugins = ["tests.support.cluster", "tests.support.registry",
+                  "tests.support.hypothesis_report"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

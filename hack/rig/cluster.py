@@ -219,6 +219,32 @@ class ControlPlane:
         self.down()
         raise ControlPlaneError(f"{why}\n{tails}")
 
+    # -- fault tests: stop and start components, keeping data, certs and ports -------------
+    def stop_components(self, names: Sequence[str], *, kill: bool = False) -> list[str]:
+        """Stop the named components (ours only; with `kill`, SIGKILL right after SIGTERM: a
+        crash, no time to shut down), leaving the state dir as it is (data, certs, ports) so
+        that `start_components` brings them back."""
+        state, stopped = self._state(), []
+        for name in names:
+            comp, pid = COMPONENTS[name], int(state["pids"].get(name, 0))
+            if procs.stop(pid, self._argv0(comp, state), str(self.state_dir),
+                          grace=0.0 if kill else 5.0):
+                stopped.append(f"{name} (pid {pid})")
+        return stopped
+
+    def start_components(self, names: Sequence[str], *, timeout: float = 60.0) -> None:
+        """Start the named components again (in the control plane's order: etcd before the
+        apiserver) with their recorded ports, address and data dir; wait until healthy."""
+        state, deadline = self._state(), time.monotonic() + timeout
+        for name, comp in COMPONENTS.items():
+            if name not in names:
+                continue
+            argv = [self._argv0(comp, state), *comp.args(self.layout, state["ports"],
+                                                         str(state["address"]))]
+            state["pids"][name] = procs.start(argv, self.layout.log(name))
+            self.layout.state_file.write_text(json.dumps(state, indent=2))
+            self._wait(comp, state, deadline)
+
     def down(self) -> list[str]:
         """Stop the real nodes, every recorded process (ours only), delete our bridge, and
         remove the state dir's contents."""

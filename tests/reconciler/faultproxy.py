@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import random
+import shutil
 import ssl
 import tempfile
 import threading
@@ -88,6 +89,7 @@ class FaultProxy:
     def __exit__(self, *_exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+        shutil.rmtree(self.dir, ignore_errors=True)  # its certificate and key
 
     def pick(self, method: str) -> str:
         with self.lock:

@@ -13,21 +13,48 @@ from crds.workspace import (
     ANNOTATION_RUNTIME,
 )
 from presets.catalog import load_catalog
+from tests.support.fuzzing import repeated
+from webhook.settings import DEFAULT_MAX_BODY_BYTES
 
 _CATALOG = load_catalog()
+# Wide on purpose: integers past 64 bits, long and non-ASCII strings, and (`hostile`, at
+# the top of a Workspace or as a whole body) what the server must refuse by its bounds:
+# nesting deeper than it accepts (up to what Python's json encoder can still write; deeper
+# raw text is in tests/webhook/test_fuzz.py), Infinity (not JSON), and bodies over the size
+# limit. Kept apart so that most generated Workspaces still reach the admission rules.
 json_scalars = (
     st.none()
     | st.booleans()
-    | st.integers(-(2**40), 2**40)
+    | st.integers()
+    | st.sampled_from([2**63, -(2**63) - 1, 10**400, -(10**400), 1e308, -0.0])
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
+    | st.text(max_size=200)
 )
 json_values = st.recursive(
     json_scalars,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=8), inner, max_size=6)
     ),
-    max_leaves=8,
+    max_leaves=16,
+)
+
+
+def _nest(depth: int, leaf: Any, as_dict: bool) -> Any:
+    out = leaf
+    for _ in range(depth):
+        out = {"a": out} if as_dict else [out]
+    return out
+
+
+hostile = st.one_of(
+    st.builds(_nest, st.integers(1, 900), json_scalars, st.booleans()),
+    st.builds(_nest, st.integers(0, 3), st.sampled_from([float("inf"), float("-inf")]),
+              st.booleans()),
+    # one character repeated: 1 byte of JSON each (ASCII) up to 12 (an escaped astral one)
+    repeated(st.characters(), st.integers(1_000, 400_000)),
+    # a body near the server's size limit, on either side of it
+    repeated(st.just("x"), st.integers(-4096, 4096).map(lambda d: DEFAULT_MAX_BODY_BYTES + d)),
 )
 
 
@@ -144,7 +171,7 @@ workspaces = st.fixed_dictionaries(
         "inference": maybe(inference),
         "tuning": maybe(tuning),
         "status": json_values,
-        "extra": json_values,
+        "extra": json_values | hostile,
     },
 )
 operations = st.sampled_from(["CREATE", "CREATE", "UPDATE", "UPDATE", "DELETE", "CONNECT"])
