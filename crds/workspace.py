@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from crds.codec import ERROR_TYPES, Field, FieldError, dump_model, join, parse_model
 
 __all__ = [
+    "ANNOTATION_API_KEY_SECRET",
     "ANNOTATION_BYPASS",
     "ANNOTATION_CATALOG_REVISION",
     "ANNOTATION_MAX_MODEL_LEN",
@@ -27,6 +28,7 @@ __all__ = [
     "ANNOTATION_PROVISIONER",
     "ANNOTATION_RUNTIME",
     "ANNOTATION_USE_LOCAL_WEIGHTS",
+    "API_KEY_SECRET_KEY",
     "API_VERSION",
     "API_VERSIONS",
     "ERROR_TYPES",
@@ -91,6 +93,10 @@ ANNOTATION_NODE_IMAGE_FAMILY = "kaito.sh/node-image-family"
 ANNOTATION_PERFORMANCE_MODE = "kaito.sh/performance-mode"
 PERFORMANCE_MODES = ("balanced", "interactivity", "throughput")  # its values; vLLM's too
 ANNOTATION_USE_LOCAL_WEIGHTS = "kaito.sh/use-local-weights"
+# Opt-in bearer-token auth of the model API: the name of a Secret in the Workspace's
+# namespace whose key API_KEY_SECRET_KEY holds the key (an OpenAI-style API key).
+ANNOTATION_API_KEY_SECRET = "kaito.sh/api-key-secret"  # noqa: S105 (a key name, no secret)
+API_KEY_SECRET_KEY = "api-key"  # noqa: S105 (the Secret's key name, no secret)
 FINALIZER = "workspace.kaito.sh/cleanup"
 # Every finalizer the reconciler releases once the nodes are gone: ours, and upstream Kaito's
 # (kaito-project/kaito pkg/utils/consts WorkspaceFinalizer), so migrated Workspaces delete.

@@ -10,7 +10,10 @@ through the front's port, at 16, 64 and 256 concurrent streams, median of --runs
 The upstream is a stand-in (an asyncio server in its own process, no concurrency limit)
 that plays vLLM's continuous batching: every --step-ms it emits one token to every active
 stream, 50 tokens per request, as OpenAI server-sent events in chunked HTTP/1.1, so only
-our front is measured. With --vllm MODEL_DIR it measures the same against real vLLM on CPU
+our front is measured. It also prints how busy the machine's CPUs were during the runs: on
+a small machine the client, the stand-in and the front share them, and near 100 % the
+ratio measures the front's CPU per token against theirs more than the front's throughput.
+With --vllm MODEL_DIR it measures the same against real vLLM on CPU
 (started by the front's own command line) at the concurrency two cores allow.
 What it must not do: talk to anything but 127.0.0.1, run without a bound (--budget-s), or
 leave a process behind (it stops what it started).
@@ -178,6 +181,7 @@ class Run:
     seconds: float
     ttfts: list[float]
     front_cpu_s: float = 0.0
+    busy: float = 0.0  # the machine's CPUs busy during the run (all processes), 0..1
 
     @property
     def rate(self) -> float:
@@ -264,10 +268,20 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """The machine's (busy, total) CPU ticks so far, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def _measure_sync(port: int, streams: int, per_stream: int, body: dict[str, Any],
                   timeout_s: float, cpu_pid: int | None = None) -> Run:
     before = _cpu_s(cpu_pid) if cpu_pid else 0.0
+    busy0, total0 = _cpu_ticks()
     run = asyncio.run(_measure(port, streams, per_stream, body, timeout_s))
+    busy1, total1 = _cpu_ticks()
+    run.busy = (busy1 - busy0) / max(1, total1 - total0)
     if cpu_pid:
         run.front_cpu_s = _cpu_s(cpu_pid) - before
     return run
@@ -366,14 +380,19 @@ def _report(title: str, levels: list[Level], runs: int, baseline: str,
             ideal: Callable[[int], float] | None = None) -> None:
     print(title)
     print(f"baseline: {baseline}; median of {runs} runs each; ratio = front / direct")
+    print("(CPUs busy: the whole machine's, every process, during the runs: near 100 % the"
+          " figures measure CPU contention more than the front)")
     print("streams | ideal tok/s | direct tok/s | front tok/s | ratio | TTFT p50 direct ms |"
-          " TTFT p50 front ms | front CPU ms per 1000 tokens")
+          " TTFT p50 front ms | front CPU ms per 1000 tokens | CPUs busy direct | front")
     for lv in levels:
         cpu = statistics.median(1e6 * r.front_cpu_s / r.tokens for r in lv.front)
         top = f"{ideal(lv.streams):11.0f}" if ideal else f"{'-':>11}"
+        busy = [100 * statistics.median(r.busy for r in lv.runs(side))
+                for side in ("direct", "front")]
         print(f"{lv.streams:7d} | {top} | {lv.med('direct'):12.0f} | {lv.med('front'):11.0f} | "
               f"{lv.med('front') / lv.med('direct'):5.2f} | {lv.ttft_ms('direct'):18.1f} | "
-              f"{lv.ttft_ms('front'):17.1f} | {cpu:.0f}")
+              f"{lv.ttft_ms('front'):17.1f} | {cpu:28.0f} | {busy[0]:14.0f} % | "
+              f"{busy[1]:3.0f} %")
 
 
 def _standin_bench(args: argparse.Namespace, deadline: float) -> None:

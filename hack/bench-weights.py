@@ -166,6 +166,7 @@ def main() -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-weights-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # before transformers
+    from runtime.netcheck import Policy
     from runtime.serving.loading import resolve_model_dir
     from runtime.weights.registry import push_model
 
@@ -176,7 +177,8 @@ def main() -> int:
     with running_hub() as hub, plain_registry(work / "registry") as registry:
         hub.add_repo(HF_ID, folder)
         ref = f"{registry}/models/{PRESET}:v1"
-        push_model(folder, ref, credentials=None, plain_http=True)
+        push_model(folder, ref, credentials=None, plain_http=True,
+                   policy=Policy(allow_loopback=True))  # the registry is on 127.0.0.1
         hub_env = {"HF_ENDPOINT": hub.endpoint}
         warm = work / "warm-cache"
         subprocess.run([sys.executable, "-m", "runtime.weights", "pull", HF_ID], cwd=REPO,
@@ -184,7 +186,7 @@ def main() -> int:
 
         def oci(i: int) -> float:
             cache = work / f"oci-{i}"
-            env = _env(cache, KAITO_WEIGHTS_PLAIN_HTTP="1")
+            env = _env(cache, KAITO_WEIGHTS_PLAIN_HTTP="1", KAITO_ALLOW_LOOPBACK="1")
             start = time.monotonic()
             subprocess.run([sys.executable, "-m", "runtime.weights", "pull", f"oci://{ref}"],
                            cwd=REPO, env=env, check=True, capture_output=True)

@@ -1,10 +1,12 @@
 """Steps 1-4 of `make demo`: control plane, images, real nodes, the operator from manifests/.
 
 Why: these bring the system up the way a user installs it: our images are built (rig.images)
-and pushed to a local registry, a real node (kubelet + its own dockerd) joins as the
-system pool, the simulated Karpenter answers NodeClaims with more real nodes, and the
-operator is installed from manifests/ (the karpenter overlay, with the image name pointing
-at the local registry) and runs as real pods. Every step is idempotent: a running,
+and pushed to a local registry (which also serves pods, with basic auth, on the control
+plane's bridge address: the tuning Job pushes its adapter there), a real node (kubelet +
+its own dockerd) joins as the system pool, the simulated Karpenter answers NodeClaims with
+more real nodes, and the operator is installed from manifests/ (the karpenter overlay, with
+the image name pointing at the local registry, and the reconciler flags the local registry
+needs) and runs as real pods. Every step is idempotent: a running,
 healthy piece is reused, so a second `make demo` costs seconds. Also holds `Ctx`, what
 every step shares.
 
@@ -27,9 +29,13 @@ from demo_procs import Registry
 
 NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
 SYSTEM_NODE = "kaito-system-1"
-# The images the demo runs: the operator (webhook, bootstrap, reconciler) and the CPU
-# model server; the tuning image when the tuning example runs.
-DEMO_IMAGES = ("operator", "cpu-runtime")
+# The images the demo runs: the operator (webhook, bootstrap, reconciler), the CPU
+# model server and the tuning Job's image.
+DEMO_IMAGES = ("operator", "cpu-runtime", "tuning-runtime")
+# The install's settings for the rig's registry (plain HTTP on a private, rig-made address)
+# and a per-pod weights cache (a hostPath would have to be made writable for uid 65532).
+RECONCILER_ARGS = ("--weights-plain-http", "--adapters-plain-http", "--weights-cache=emptyDir",
+                   "--allow-private-registries")
 
 
 class Ctx:
@@ -44,6 +50,7 @@ class Ctx:
         self.registry = Registry(self.dir)
         self.api: Any = None
         self.registry_host = ""
+        self.pod_registry_host = ""  # the registry's pod side (rig.imageregistry)
         self.passes = 0
 
     def kubectl(
@@ -134,6 +141,9 @@ def step_images(ctx: Ctx) -> None:
         ctx.steps.say(f"local registry (Debian's docker-registry) on {ctx.registry_host}")
         published = publish(engine, ctx.registry_host, names,
                             lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
+        ctx.pod_registry_host = registry.start_pod_side(ctx.cp.address)
+        ctx.steps.say(f"the same registry for pods on {ctx.pod_registry_host} (the control "
+                      "plane's bridge address; basic auth, plain HTTP): adapters go there")
     except RegistryError as exc:
         raise DemoError(str(exc)) from exc
     (ctx.dir / AGENTS_CONFIG).write_text(json.dumps(
@@ -188,9 +198,11 @@ def step_operator(ctx: Ctx) -> None:
     from rig.images import build
 
     ctx.steps.begin("The operator from manifests/: kubectl apply, then wait for its pods")
-    overlay = operator.write_overlay(ctx.dir / "overlay", ctx.registry_host, build.version())
+    overlay = operator.write_overlay(ctx.dir / "overlay", ctx.registry_host, build.version(),
+                                     RECONCILER_ARGS)
     ctx.steps.say(f"local overlay {overlay}/kustomization.yaml: the karpenter overlay with")
     ctx.steps.say(f"  images: ghcr.io/kaito-py/kaito -> {ctx.registry_host}/kaito-py/kaito")
+    ctx.steps.say(f"  reconciler flags: {' '.join(RECONCILER_ARGS)}")
     try:
         docs = operator.render(ctx.kubectl, overlay)
         ctx.steps.say("$ kubectl kustomize | kubectl apply -f -   (= `kubectl apply -k` on "

@@ -18,9 +18,9 @@ class DemoError(RuntimeError):
 
 
 class Steps:
-    """Prints `[n/9] title` when a step starts and its elapsed seconds when it ends."""
+    """Prints `[n/10] title` when a step starts and its elapsed seconds when it ends."""
 
-    TOTAL = 9
+    TOTAL = 10
 
     def __init__(self) -> None:
         self.started = time.monotonic()

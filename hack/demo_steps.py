@@ -1,10 +1,13 @@
-"""Steps 5-9 of `make demo`: the terse Workspace, readiness, /chat, failures, usage.
+"""Steps 5-10 of `make demo`: the terse Workspace, readiness, /chat, tuning, failures, usage.
 
 Why: hack/demo.py is the command line and demo_bringup brings the system up; this module
 is the walk-through itself, against the operator running as pods (the webhook admits, the
 reconciler's CronJob passes reconcile; the demo triggers a pass from the CronJob while it
 waits instead of waiting for the minute). Re-applying a Workspace is harmless (the webhook
-keeps it `unchanged`), so a second `make demo` repeats the walk-through in seconds.
+keeps it `unchanged`), so a second `make demo` repeats the walk-through in seconds. The
+tuning step runs examples/smollm2-135m-tuning.yaml (REGISTRY_HERE replaced by the rig
+registry's pod side) as a real Job from the tuning image; a finished Job is reported again,
+not rerun.
 
 It must not: wait without a deadline, print a step without its number and time, or call
 any kubectl but the rig's.
@@ -12,8 +15,12 @@ any kubectl but the rig's.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,9 @@ NAMESPACE = "default"
 SMOLLM = REPO / "examples" / "smollm2-135m-instruct.yaml"
 PHI3 = REPO / "examples" / "kaito_workspace_phi_3.yaml"
 TOO_SMALL = REPO / "examples" / "llama-3.3-70b-too-small.yaml"
+TUNING = REPO / "examples" / "smollm2-135m-tuning.yaml"
+TUNING_SECRET = "registry-secret"  # noqa: S105 (the Secret's name in the example)
+TUNING_TIMEOUT_S = 1200
 QUESTION = "What is the capital of France?"
 
 
@@ -104,6 +114,145 @@ def step_chat(ctx: Ctx) -> None:
     ctx.steps.end()
 
 
+def _tuning_docs(ctx: Ctx) -> list[dict[str, Any]]:
+    import yaml
+
+    text = TUNING.read_text().replace("REGISTRY_HERE", ctx.pod_registry_host)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _push_secret(ctx: Ctx) -> Path:
+    """The registry's pod-side credentials: a dockerconfigjson file and the Secret."""
+    from rig.imageregistry import ImageRegistry
+
+    config = ImageRegistry(ctx.state).docker_config()
+    path = ctx.dir / "registry-secret.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(config))
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": TUNING_SECRET, "namespace": NAMESPACE},
+              "data": {".dockerconfigjson": base64.b64encode(path.read_bytes()).decode()}}
+    ctx.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    ctx.steps.say(f"Secret {TUNING_SECRET} (kubernetes.io/dockerconfigjson) for "
+                  f"{ctx.pod_registry_host}")
+    return path
+
+
+def _push_weights(ctx: Ctx, reference: str, secret: Path) -> None:
+    argv = [sys.executable, "-m", "kaito", "model", "push", "smollm2-135m-instruct",
+            reference, "--push-secret", str(secret), "--plain-http"]
+    ctx.steps.say(f"$ kaito model push smollm2-135m-instruct {reference} --push-secret ... "
+                  "--plain-http   (the base weights, as a model artifact)")
+    env = {**os.environ, "KAITO_OCI_ALLOW_PRIVATE": "1"}  # the rig's bridge address
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env,
+                          check=False, cwd=REPO)
+    if done.returncode != 0:
+        raise DemoError(f"kaito model push failed (exit {done.returncode}):\n"
+                        f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] weights pushed")
+
+
+def _job_pod(ctx: Ctx, job: str) -> dict[str, Any]:
+    pods = json.loads(ctx.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"job-name={job}",
+                                  "-o", "json").stdout)["items"]
+    return dict(pods[-1]) if pods else {}
+
+
+def _pod_progress(pod: dict[str, Any]) -> str:
+    """`pod on node: fetch-data done, train running, push waiting` (one line)."""
+    if not pod:
+        return "no pod yet"
+    status = pod.get("status") or {}
+    parts = []
+    for cs in [*(status.get("initContainerStatuses") or []),
+               *(status.get("containerStatuses") or [])]:
+        state = cs.get("state") or {}
+        if "terminated" in state:
+            t = state["terminated"]
+            parts.append(f"{cs['name']} {'done' if t.get('exitCode') == 0 else t.get('reason')}")
+        elif "running" in state:
+            parts.append(f"{cs['name']} running")
+        else:
+            parts.append(f"{cs['name']} {(state.get('waiting') or {}).get('reason', 'waiting')}")
+    where = pod["spec"].get("nodeName") or "-"
+    return f"pod {pod['metadata']['name']} on {where}: {', '.join(parts) or status.get('phase')}"
+
+
+def _events(ctx: Ctx, pod: str, container: str) -> list[dict[str, Any]]:
+    log = ctx.kubectl("logs", "-n", NAMESPACE, pod, "-c", container).stdout
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def step_tuning(ctx: Ctx) -> None:
+    ctx.steps.begin(f"Tune SmolLM2 with LoRA: {TUNING.relative_to(REPO)} as a real Job from "
+                    "the tuning image, its adapter pushed to the registry")
+    docs = _tuning_docs(ctx)
+    ws = next(d for d in docs if d["kind"] == "Workspace")
+    name = str(ws["metadata"]["name"])
+    secret = _push_secret(ctx)
+    artifact = str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"])
+    conds = workspace_conditions(ctx, name) if ctx.kubectl(
+        "get", "workspace", "-n", NAMESPACE, name, check=False).returncode == 0 else {}
+    if conds.get("WorkspaceSucceeded", {}).get("status") != "True":
+        _push_weights(ctx, artifact.removeprefix("oci://"), secret)
+    rendered = ctx.dir / TUNING.name
+    import yaml
+
+    rendered.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    ctx.show("apply", "-n", NAMESPACE, "-f", str(rendered))
+    started, last, last_print = time.monotonic(), "", 0.0
+    while True:
+        ctx.reconcile()
+        conds = workspace_conditions(ctx, name)
+        verdict = conds.get("WorkspaceSucceeded", {})
+        line = _pod_progress(_job_pod(ctx, name))
+        now = time.monotonic()
+        if line != last or now - last_print > 15:
+            ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {line}")
+            last, last_print = line, now
+        if verdict.get("status") == "True":
+            break
+        if verdict.get("status") == "False" and verdict.get("reason") != "TuningPending":
+            raise DemoError(f"tuning failed: {verdict.get('reason')}: {verdict.get('message')}")
+        if now - started > TUNING_TIMEOUT_S:
+            raise DemoError(f"the tuning Job did not finish in {TUNING_TIMEOUT_S} s; last: "
+                            f"{line}; WorkspaceSucceeded: {verdict}")
+        time.sleep(2)
+    _show_tuning_result(ctx, name, str(ws["tuning"]["output"]["image"]))
+    ctx.show("get", "workspace", "-n", NAMESPACE, name)
+    ctx.steps.end()
+
+
+def _show_tuning_result(ctx: Ctx, name: str, output: str) -> None:
+    from datetime import datetime
+
+    from rig.imageregistry import ImageRegistry
+
+    job = json.loads(ctx.kubectl("get", "job", "-n", NAMESPACE, name, "-o", "json").stdout)
+    status = job.get("status") or {}
+    if status.get("startTime") and status.get("completionTime"):
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        took = (datetime.strptime(status["completionTime"], fmt)
+                - datetime.strptime(status["startTime"], fmt)).total_seconds()
+        ctx.steps.say(f"Job {name} succeeded: {took:.0f} s from start to completion")
+    pod = _job_pod(ctx, name)
+    done = [e for e in _events(ctx, pod["metadata"]["name"], "train")
+            if e.get("event") == "done"] if pod else []
+    if done:
+        ctx.steps.say(f"train: {done[0]['steps']} LoRA steps, final loss "
+                      f"{float(done[0]['final_loss']):.3f}")
+    else:
+        ctx.steps.say(f"train: no log left for the pod ({pod.get('metadata', {}).get('name')})")
+    repository, tag = output.split("/", 1)[1].rsplit(":", 1)
+    registry = ImageRegistry(ctx.state)
+    digest, manifest = registry.manifest(repository, tag)
+    ctx.steps.say(f"pushed adapter {output} ({digest}), read back from the registry")
+    for layer in manifest.get("layers") or []:
+        title = (layer.get("annotations") or {}).get("org.opencontainers.image.title")
+        ctx.steps.say(f"  layer {title}: {int(layer['size'])} bytes")
+    ctx.steps.say(f"registry tags of {repository}: {', '.join(registry.tags(repository))}")
+
+
 def step_failures(ctx: Ctx) -> None:
     ctx.steps.begin("Every failure explained: phi-3 without quota, llama-3.3-70b that cannot fit")
     ctx.show("apply", "-n", NAMESPACE, "-f", str(PHI3))
@@ -139,6 +288,7 @@ def run_up(state: Path, steps: Steps) -> None:
             step_apply_smollm,
             step_wait_ready,
             step_chat,
+            step_tuning,
             step_failures,
         ):
             step(ctx)

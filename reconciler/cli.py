@@ -50,6 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-endpoint", default="", help="a Hugging Face Hub mirror (HF_ENDPOINT)")
     p.add_argument("--weights-plain-http", action="store_true",
                    help="the registry of model artifacts speaks plain HTTP")
+    p.add_argument("--adapters-plain-http", action="store_true",
+                   help="the registry of adapters and tuning data images speaks plain HTTP")
+    p.add_argument("--allow-private-registries", action="store_true",
+                   help="registries on private addresses (in the cluster) may be used")
     p.add_argument("--lease-namespace", default=os.environ.get("KAITO_LEASE_NAMESPACE") or None,
                    help="hold the Lease kaito-reconciler in this namespace while passes run, "
                         "so --watch and the CronJob never overlap (default: no Lease)")
@@ -95,7 +99,9 @@ def handler(args: argparse.Namespace) -> int:
                             max_nodes_per_workspace=args.max_nodes_per_workspace,
                             max_nodes_per_namespace=args.max_nodes_per_namespace,
                             weights_cache=args.weights_cache, hf_endpoint=args.hf_endpoint,
-                            weights_plain_http=args.weights_plain_http)
+                            weights_plain_http=args.weights_plain_http,
+                            adapters_plain_http=args.adapters_plain_http,
+                            allow_private_registries=args.allow_private_registries)
         get = provisioners(settings)
         get(settings.provisioner)  # fail now, not in the middle of a pass
         catalog = load_catalog()

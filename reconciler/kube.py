@@ -41,6 +41,9 @@ RESOURCES: Mapping[str, tuple[str, bool]] = {
 }
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+# Accept header for a GET of an object's metadata alone (meta.k8s.io/v1
+# PartialObjectMetadata): how the pass checks a Secret exists without receiving its data.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 LIST_PAGE = 500  # items per LIST page (the apiserver's own suggestion for clients)
 
 
@@ -171,9 +174,19 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Obj:
+        return self._exchange(method, path, query, body, content_type, "application/json")
+
+    def get_metadata(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj:
+        """GET one object's metadata alone (a PartialObjectMetadata): for a Secret, whether
+        it exists and who owns it, without its data ever reaching this process."""
+        path = resource_path(api_version, kind, namespace, name)
+        return self._exchange("GET", path, None, None, "application/json", METADATA_ONLY)
+
+    def _exchange(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
+                  content_type: str, accept: str) -> Obj:
         q = dict(query or {})
         url_path = path + (f"?{urlencode(q)}" if q else "")
-        status, data = self._send(method, url_path, body, content_type)
+        status, data = self._send(method, url_path, body, content_type, accept)
         if self.record:
             group, resource, sub = _classify(path)
             self.log.calls.append(
@@ -183,8 +196,9 @@ class Kube:
             raise _error(status, data)
         return json.loads(data) if data else {}
 
-    def _send(self, method: str, url_path: str, body: Any, ctype: str) -> tuple[int, bytes]:
-        headers = {"Accept": "application/json", "Content-Type": ctype}
+    def _send(self, method: str, url_path: str, body: Any, ctype: str,
+              accept: str = "application/json") -> tuple[int, bytes]:
+        headers = {"Accept": accept, "Content-Type": ctype}
         ser = self.api.param_serialize(
             method=method, resource_path=url_path, header_params=headers, body=body,
             auth_settings=["BearerToken"],

@@ -6,6 +6,9 @@ cluster: the inference config ConfigMap, the Service, and a Deployment (one node
 StatefulSet with a headless Service (several nodes); for tuning, the Job (reconciler.tuning).
 It must not perform I/O, read the clock or the environment, or look at the cluster: the
 nodes chosen by the provisioner and the user's config ConfigMap are passed in.
+The Ray token Secret of a multi-node Workspace is built here too (`ray_token_secret`) but is
+not among the desired objects: its token is random, made once by the pass and never
+replaced (reconciler.servingsecrets).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from presets.fit import GPU_MEMORY_UTILIZATION
 from reconciler import common as c
 from reconciler.podparts import (
     CONFIG_KEY,
+    RAY_TOKEN_KEY,
     adapter_init_containers,
+    api_key_secret,
     model_container,
     pod_volumes,
     preset_options,
+    ray_token_secret_name,
     weights_init_containers,
 )
 from reconciler.podsecurity import harden_pod, multi_node_network_policy
@@ -33,8 +39,6 @@ from reconciler.tuning import tuning_objects
 from reconciler.userdata import UserDataError, load_user_yaml
 
 Obj = dict[str, Any]
-
-
 
 CONFIG_SECTIONS = ("transformers", "vllm")  # of inference_config.yaml: one per runtime
 
@@ -205,7 +209,8 @@ def pod_template(
         "terminationGracePeriodSeconds": 30,
         **c.placement(ws, nodes, spread=multi or resolved.replicas > 1),
     }
-    init = weights_init_containers(ws, resolved, settings) + adapter_init_containers(ws, resolved)
+    init = (weights_init_containers(ws, resolved, settings)
+            + adapter_init_containers(ws, resolved, settings))
     if init:
         spec["initContainers"] = init
     secrets = c.pull_secrets(preset_options(ws).image_pull_secrets or ())
@@ -213,3 +218,30 @@ def pod_template(
         spec["imagePullSecrets"] = secrets
     return {"metadata": {"labels": c.owner_labels(ws)},
             "spec": harden_pod(spec, image=str(resolved.image), sku=resolved.instance_type)}
+
+
+def _pod_specs(desired: Sequence[Obj]) -> list[Obj]:
+    return [o["spec"]["template"]["spec"] for o in desired
+            if o.get("kind") in ("Deployment", "StatefulSet")]
+
+
+def secrets_needed(ws: Workspace, desired: Sequence[Obj]) -> tuple[str, str]:
+    """(the API key Secret, the Ray token Secret) the desired pods read, "" for each they do
+    not: the pass checks the first exists and creates the second."""
+    api_key, ray = api_key_secret(ws), ray_token_secret_name(ws)
+    volumes: set[str] = set()
+    refs: set[str] = set()
+    for pod in _pod_specs(desired):
+        volumes |= {str((v.get("secret") or {}).get("secretName")) for v in pod.get("volumes", [])}
+        for container in pod.get("containers", []):
+            refs |= {str(((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name"))
+                     for e in container.get("env", [])}
+    return (api_key if api_key and api_key in volumes else "", ray if ray in refs else "")
+
+
+def ray_token_secret(ws: Workspace, token: str) -> Obj:
+    """The Secret every pod of a multi-node Workspace reads RAY_AUTH_TOKEN from. Immutable,
+    owned by the Workspace (garbage-collected with it), never in a plan: `token` is random."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "immutable": True,
+            "metadata": c.child_metadata(ws, ray_token_secret_name(ws)),
+            "stringData": {RAY_TOKEN_KEY: token}}

@@ -3,6 +3,10 @@
 Pure builders used by reconciler.objects; they follow Kaito's pod contract (GPU requests
 per node, /dev/shm in memory, health probes on port 5000 whose startup budget grows with
 the weight size) and must not perform I/O or read anything but their arguments.
+Two guards of the pod's network face live here too: the API key Secret a Workspace names
+(annotation kaito.sh/api-key-secret) is mounted read only and passed as `--api-key-file`,
+and a multi-node pod gets Ray's token auth (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from the
+Workspace's own `<name>-ray-token` Secret, which the reconciler creates once).
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from crds.workspace import Adapter, PresetOptions, Workspace
+from crds.workspace import (
+    ANNOTATION_API_KEY_SECRET,
+    API_KEY_SECRET_KEY,
+    Adapter,
+    PresetOptions,
+    Workspace,
+)
 from presets.commands import adapters_of, inference_command
 from presets.expand import Resolved
 from reconciler import common as c
@@ -28,6 +38,23 @@ PROBE_PERIOD_S = 10
 RAY_PORT = 6379  # the Ray head port that runtime.serving.ray_cluster reads as KAITO_RAY_PORT
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 OCI_CLI = ["python", "-m", "runtime.adapters"]
+API_KEY_VOLUME = "api-key"
+API_KEY_DIR = "/mnt/api-key"
+API_KEY_FILE = f"{API_KEY_DIR}/{API_KEY_SECRET_KEY}"
+# root and the pod's group may read it: fsGroup 65532 (reconciler.podsecurity) for our images
+API_KEY_MODE = 0o440
+# the key of the Ray token Secret (KubeRay names it the same)
+RAY_TOKEN_KEY = "auth_token"  # noqa: S105 (a key name, no secret)
+
+
+def api_key_secret(ws: Workspace) -> str:
+    """The Secret named by kaito.sh/api-key-secret ("" when the API key is off)."""
+    return ws.annotations.get(ANNOTATION_API_KEY_SECRET, "").strip()
+
+
+def ray_token_secret_name(ws: Workspace) -> str:
+    """The Secret holding a multi-node Workspace's Ray token (created once by the pass)."""
+    return f"{ws.metadata.name or ''}-ray-token"
 
 
 def startup_budget_s(weights_gib: float) -> int:
@@ -69,6 +96,11 @@ def _env(ws: Workspace, resolved: Resolved, multi: bool) -> list[Obj]:
              "value": f"{name}-0.{name}-headless.{ns}.svc.cluster.local"},
             {"name": "KAITO_NODE_COUNT", "value": str(int(resolved.node_count))},
             {"name": "KAITO_RAY_PORT", "value": str(RAY_PORT)},
+            # Ray >= 2.52: every node (head, workers, `ray status`, vLLM's ray.init) needs
+            # the same token; older Ray ignores both variables
+            {"name": "RAY_AUTH_MODE", "value": "token"},
+            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": ray_token_secret_name(ws), "key": RAY_TOKEN_KEY}}},
         ]
     return env
 
@@ -89,11 +121,14 @@ def model_container(
               weights.cache_mount()]
     if ws.inference is not None and ws.inference.adapters:
         mounts.append({"name": "adapters", "mountPath": ADAPTERS_DIR})
+    key_file = API_KEY_FILE if api_key_secret(ws) else None
+    if key_file:
+        mounts.append({"name": API_KEY_VOLUME, "mountPath": API_KEY_DIR, "readOnly": True})
     container: Obj = {
         "name": "model",
         "image": str(resolved.image),
         "command": list(inference_command(ws, resolved, adapters_dir=ADAPTERS_DIR,
-                                          config=runtime_config)),
+                                          config=runtime_config, api_key_file=key_file)),
         "ports": [{"name": "http", "containerPort": c.HTTP_PORT, "protocol": "TCP"},
                   {"name": "torch", "containerPort": c.TORCH_PORT, "protocol": "TCP"}],
         "env": _env(ws, resolved, multi)
@@ -108,7 +143,9 @@ def model_container(
     return container
 
 
-def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
+def adapter_init_containers(
+    ws: Workspace, resolved: Resolved, settings: Mapping[str, Any] | None = None
+) -> list[Obj]:
     """One init container per adapter, filling `ADAPTERS_DIR/<name>`.
 
     An image adapter is pulled (`python -m runtime.adapters pull REF DIR`); a volumeSource
@@ -119,7 +156,11 @@ def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
     (`--scale`); the transformers server applies strength itself
     (`--adapter NAME=PATH:STRENGTH`) and gets unscaled files.
     An adapter with both sources uses the image (validation refuses that combination).
+    The install's `adapters_plain_http` adds `--plain-http` to a pull and
+    `allow_private_registries` gives the container KAITO_OCI_ALLOW_PRIVATE=1, as for the
+    tuning steps (reconciler.tuning).
     """
+    settings = settings or {}
     adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     out: list[Obj] = []
     for i, (adapter, (name, strength)) in enumerate(zip(adapters, adapters_of(ws), strict=True)):
@@ -128,6 +169,8 @@ def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
         ref = adapter.source.image if adapter.source is not None else None
         if ref:
             cmd = [*OCI_CLI, "pull", ref, dest]
+            if settings.get("adapters_plain_http"):
+                cmd.append("--plain-http")
             if _pull_secret(adapter):
                 cmd += ["--pull-secret", f"{ADAPTER_AUTH_DIR}/{i}/{DOCKER_CONFIG_KEY}"]
                 mounts.append({"name": f"adapter-auth-{i}",
@@ -140,8 +183,12 @@ def adapter_init_containers(ws: Workspace, resolved: Resolved) -> list[Obj]:
             continue
         if resolved.runtime == "vllm" and strength != 1.0:
             cmd += ["--scale", repr(strength)]
-        out.append({"name": f"adapter-{i}", "image": str(resolved.image), "command": cmd,
-                    "volumeMounts": mounts, "terminationMessagePolicy": "FallbackToLogsOnError"})
+        container: Obj = {"name": f"adapter-{i}", "image": str(resolved.image), "command": cmd,
+                          "volumeMounts": mounts,
+                          "terminationMessagePolicy": "FallbackToLogsOnError"}
+        if ref and (private := weights.allow_private_env(settings)):
+            container["env"] = private
+        out.append(container)
     return out
 
 
@@ -179,6 +226,11 @@ def pod_volumes(ws: Workspace, settings: Mapping[str, Any] | None = None) -> lis
     auth = weights.auth_volume(ws.annotations, _weights_pull_secret(ws))
     if auth is not None:
         volumes.append(auth)
+    key_secret = api_key_secret(ws)
+    if key_secret:  # only the key, never the Secret's other entries
+        volumes.append({"name": API_KEY_VOLUME, "secret": {
+            "secretName": key_secret, "defaultMode": API_KEY_MODE,
+            "items": [{"key": API_KEY_SECRET_KEY, "path": API_KEY_SECRET_KEY}]}})
     adapters = (ws.inference.adapters if ws.inference is not None else None) or ()
     if adapters:
         volumes.append({"name": "adapters", "emptyDir": {}})

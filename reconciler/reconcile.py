@@ -29,6 +29,7 @@ from reconciler.kube import Kube, KubeError
 from reconciler.lease import Lease
 from reconciler.objects import ObjectsError, desired_objects
 from reconciler.provision.base import NodeStatus, Provisioner, Snapshot
+from reconciler.servingsecrets import serving_secrets
 from reconciler.settings import Settings
 from reconciler.startup import startup_complete, startup_input
 from reconciler.status import Observed, tuning_finished, workload_ready
@@ -329,7 +330,9 @@ def _workload(
                 "active_deadline_seconds": ctx.settings.tuning_active_deadline_seconds,
                 "weights_cache": ctx.settings.weights_cache,
                 "hf_endpoint": ctx.settings.hf_endpoint,
-                "weights_plain_http": ctx.settings.weights_plain_http}
+                "weights_plain_http": ctx.settings.weights_plain_http,
+                "adapters_plain_http": ctx.settings.adapters_plain_http,
+                "allow_private_registries": ctx.settings.allow_private_registries}
     try:
         desired = desired_objects(prep.ws, prep.resolved, nodes.nodes,
                                   user_config=(user_cm or {}).get("data") or {},
@@ -347,6 +350,9 @@ def _workload(
     if live is None and tuning_finished(previous):
         desired = [d for d in desired if d["kind"] != "Job"]  # finished and removed by its TTL
     try:
+        missing = serving_secrets(ctx.world, ctx.writer, prep.ws, desired)  # API key, Ray token
+        if missing:
+            return live, missing
         written = apply_children(ctx.writer, desired, children)
     except ChildError as exc:
         return live, (exc.reason, exc.message)

@@ -31,6 +31,13 @@ class Settings:
     weights_cache: str = DEFAULT_CACHE
     hf_endpoint: str = ""
     weights_plain_http: bool = False
+    # The registry of adapters and tuning data (tuning input/output images, inference
+    # adapters) speaks plain HTTP: an in-cluster registry without TLS.
+    adapters_plain_http: bool = False
+    # Registries on private addresses (RFC 1918 / ULA: inside the cluster or behind a private
+    # endpoint) may be used by the OCI pullers and pushers: env KAITO_OCI_ALLOW_PRIVATE=1 in
+    # the tuning Job and every container that reads weights (runtime.netcheck).
+    allow_private_registries: bool = False
 
     def __post_init__(self) -> None:
         if self.provisioner not in PROVISIONERS:

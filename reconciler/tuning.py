@@ -8,6 +8,12 @@ honours `resource.labelSelector` and the nodes the provisioner chose (Kaito issu
 its tuning pods ignored them), requests the node's GPUs, and carries
 `ttlSecondsAfterFinished` from the annotation `kaito.sh/tuning-ttl-seconds` or the setting.
 Containers write their failure reason to the termination message, so status can show it.
+A registry without TLS (an in-cluster one) is the install's setting `adapters_plain_http`:
+fetch and push then get `--plain-http`; `allow_private_registries` gives every step env
+KAITO_OCI_ALLOW_PRIVATE=1 (runtime.netcheck refuses private registry addresses without it).
+Base weights given as a model artifact (annotation kaito.sh/model-artifact) are pulled by
+train into the node cache, with the tuning preset's `presetOptions.imagePullSecrets[0]` as
+the registry secret, as inference pods do.
 
 No lost work: train checkpoints into its work directory and resumes from it. With an
 `output.volumeSource` that directory is on the output volume, under
@@ -125,7 +131,19 @@ def _method(tuning: Tuning) -> str:
     return tuning.method or "lora"
 
 
-def _fetch(tuning: Tuning, image: str) -> Obj:
+def _plain_http(settings: Mapping[str, Any]) -> list[str]:
+    """`--plain-http` when the install's adapter/data registry has no TLS."""
+    return ["--plain-http"] if settings.get("adapters_plain_http") else []
+
+
+def _weights_pull_secret(tuning: Tuning) -> str:
+    """tuning.preset.presetOptions.imagePullSecrets[0]: the model artifact's registry secret."""
+    options = tuning.preset.preset_options if tuning.preset is not None else None
+    secrets = (options.image_pull_secrets if options is not None else None) or ()
+    return str(secrets[0]) if secrets else ""
+
+
+def _fetch(tuning: Tuning, image: str, settings: Mapping[str, Any]) -> Obj:
     source = _input(tuning)
     cmd = [*TUNE, "fetch", "--method", _method(tuning)]
     mounts: list[Obj] = []
@@ -138,13 +156,17 @@ def _fetch(tuning: Tuning, image: str) -> Obj:
         for url in source.urls or ():
             cmd += ["--url", str(url)]
         if source.image:
-            cmd += ["--image", source.image]
+            cmd += ["--image", source.image, *_plain_http(settings)]
             if _pull_secret(source):
                 cmd += ["--pull-secret", _secret_file(PULL_AUTH_DIR)]
                 mounts.append(_mount("pull-auth", PULL_AUTH_DIR, read_only=True))
     cmd += _config_args(tuning, mounts)
     return {"name": "fetch-data", "image": image, "command": cmd, "volumeMounts": mounts,
-            **MESSAGE_POLICY}
+            **_env(weights.allow_private_env(settings)), **MESSAGE_POLICY}
+
+
+def _env(env: list[Obj]) -> Obj:
+    return {"env": env} if env else {}
 
 
 def _train(ws: Workspace, tuning: Tuning, resolved: Resolved, gpus: int,
@@ -158,7 +180,10 @@ def _train(ws: Workspace, tuning: Tuning, resolved: Resolved, gpus: int,
                          _mount("adapter", ADAPTER_DIR), checkpoints, _mount("dshm", SHM_DIR),
                          weights.cache_mount()]  # base weights: the node cache (runtime.weights)
     cmd += _config_args(tuning, mounts)
-    env = weights.env(ws.annotations, settings)
+    pull_secret = _weights_pull_secret(tuning)
+    if weights.auth_volume(ws.annotations, pull_secret) is not None:
+        mounts.append(_mount("weights-auth", weights.AUTH_DIR, read_only=True))
+    env = weights.env(ws.annotations, settings, pull_secret)
     secret = tuning.preset.preset_options.model_access_secret if (
         tuning.preset is not None and tuning.preset.preset_options is not None) else None
     if secret:
@@ -171,7 +196,7 @@ def _train(ws: Workspace, tuning: Tuning, resolved: Resolved, gpus: int,
     return container
 
 
-def _push(ws: Workspace, tuning: Tuning, image: str) -> Obj:
+def _push(ws: Workspace, tuning: Tuning, image: str, settings: Mapping[str, Any]) -> Obj:
     output = _output(tuning)
     cmd = [*TUNE, "push", "--adapter-dir", ADAPTER_DIR]
     mounts: list[Obj] = [_mount("adapter", ADAPTER_DIR, read_only=True)]
@@ -179,12 +204,12 @@ def _push(ws: Workspace, tuning: Tuning, image: str) -> Obj:
         cmd += ["--volume", OUTPUT_DIR, "--work-dir", work_dir(ws, tuning)]  # removed once stored
         mounts.append(_mount("output", OUTPUT_DIR))
     else:
-        cmd += ["--image", str(output.image)]
+        cmd += ["--image", str(output.image), *_plain_http(settings)]
         if output.image_push_secret:
             cmd += ["--push-secret", _secret_file(PUSH_AUTH_DIR)]
             mounts.append(_mount("push-auth", PUSH_AUTH_DIR, read_only=True))
     return {"name": "push", "image": image, "command": cmd, "volumeMounts": mounts,
-            **MESSAGE_POLICY}
+            **_env(weights.allow_private_env(settings)), **MESSAGE_POLICY}
 
 
 def _secret_volume(name: str, secret: str) -> Obj:
@@ -192,7 +217,7 @@ def _secret_volume(name: str, secret: str) -> Obj:
     return {"name": name, "secret": {"secretName": secret, "items": items}}
 
 
-def _volumes(tuning: Tuning) -> list[Obj]:
+def _volumes(ws: Workspace, tuning: Tuning) -> list[Obj]:
     output, source = _output(tuning), _input(tuning)
     # Checkpoints: on the output volume when there is one (work_dir), else in the `work`
     # emptyDir, which survives container restarts (restartPolicy OnFailure) but not the pod.
@@ -212,6 +237,9 @@ def _volumes(tuning: Tuning) -> list[Obj]:
         vols.append(_secret_volume("pull-auth", _pull_secret(source)))
     if output.image and output.image_push_secret:
         vols.append(_secret_volume("push-auth", output.image_push_secret))
+    auth = weights.auth_volume(ws.annotations, _weights_pull_secret(tuning))
+    if auth is not None:
+        vols.append(auth)
     return vols
 
 
@@ -222,16 +250,16 @@ def tuning_job(
     image = str(resolved.image)
     gpus = int(resolved.gpus_per_node or 0)
     train = _train(ws, tuning, resolved, gpus, settings)
-    init = [_fetch(tuning, image)]
+    init = [_fetch(tuning, image, settings)]
     output = _output(tuning)
     if output.image or output.volume_source:
         init.append(train)
-        containers = [_push(ws, tuning, image)]
+        containers = [_push(ws, tuning, image, settings)]
     else:
         containers = [train]
     pod: Obj = {"restartPolicy": restart_policy(tuning), "initContainers": init,
                 "containers": containers,
-                "volumes": [*_volumes(tuning), weights.cache_volume(settings)],
+                "volumes": [*_volumes(ws, tuning), weights.cache_volume(settings)],
                 **c.placement(ws, nodes, spread=False)}
     input_secrets = _input(tuning).image_pull_secrets or ()
     if c.pull_secrets(input_secrets):

@@ -28,6 +28,7 @@ CACHE_DIR = "/var/cache/kaito/weights"  # in the pod; KAITO_WEIGHTS_CACHE
 DEFAULT_CACHE = "hostPath:/var/lib/kaito/weights"  # on the node
 AUTH_DIR = "/mnt/weights-auth"
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
+ALLOW_PRIVATE_ENV = "KAITO_OCI_ALLOW_PRIVATE"  # runtime.netcheck.ALLOW_PRIVATE_ENV
 WEIGHTS_CLI = ["python", "-m", "runtime.weights"]
 
 
@@ -71,7 +72,15 @@ def env(annotations: Mapping[str, str], settings: Mapping[str, Any],
                     "value": f"{AUTH_DIR}/{DOCKER_CONFIG_KEY}"})
     if artifact(annotations) and settings.get("weights_plain_http"):
         out.append({"name": "KAITO_WEIGHTS_PLAIN_HTTP", "value": "1"})
+    out += allow_private_env(settings)
     return out
+
+
+def allow_private_env(settings: Mapping[str, Any]) -> list[Obj]:
+    """KAITO_OCI_ALLOW_PRIVATE=1 when the install allows registries on private addresses."""
+    if settings.get("allow_private_registries"):
+        return [{"name": ALLOW_PRIVATE_ENV, "value": "1"}]
+    return []
 
 
 def puller(annotations: Mapping[str, str], settings: Mapping[str, Any], image: str,

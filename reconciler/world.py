@@ -4,9 +4,11 @@
 children by the `kaito.sh/workspace` label, each kept only when its controller owner
 reference names a listed Workspace by uid; Jobs only when some Workspace tunes, Pods only
 when a status needs them (lazily, once); a GET for each ConfigMap a Workspace names and
-for no other. `PassWriter` is the provisioners' Writer and the pass's own: AlreadyExists
-on create and NotFound on delete count as success (a child's AlreadyExists is a conflict:
-the name is held by an object that is not the Workspace's), and every write is tallied.
+for no other; Secrets never by LIST, only a metadata GET of one a Workspace's pods name
+(its API key Secret, its Ray token Secret), lazily, once per pass. `PassWriter` is the
+provisioners' Writer and the pass's own: AlreadyExists on create and NotFound on delete
+count as success (a child's AlreadyExists is a conflict: the name is held by an object that
+is not the Workspace's), and every write is tallied.
 `DryWriter` prints what would be written instead. Neither knows what a Workspace should look like.
 """
 
@@ -52,6 +54,7 @@ class World:
     configmaps: dict[Key, Obj] = field(default_factory=dict)  # those a Workspace names
     configmap_errors: dict[Key, str] = field(default_factory=dict)  # read failures
     _pods: dict[Key, list[Obj]] | None = None
+    _secrets: dict[Key, Obj | None] = field(default_factory=dict)
 
     def pods(self, key: Key) -> list[Obj]:
         if self._pods is None:
@@ -61,6 +64,19 @@ class World:
                 if k:
                     self._pods[k].append(pod)
         return self._pods.get(key, [])
+
+    def secret(self, namespace: str, name: str) -> Obj | None:
+        """The metadata of Secret namespace/name (never its data), None when it does not
+        exist; read once per pass. A failed read raises KubeError."""
+        key = (namespace, name)
+        if key not in self._secrets:
+            try:
+                self._secrets[key] = self.kube.get_metadata("v1", "Secret", namespace, name)
+            except KubeError as exc:
+                if not exc.not_found:
+                    raise
+                self._secrets[key] = None
+        return self._secrets[key]
 
 
 class ChildError(Exception):

@@ -3,8 +3,10 @@
 Why: the demo and the real-pod tests must run the operator the way users do: the shipped
 karpenter overlay, applied with kubectl, its webhook and reconciler running as real pods
 from our images on real nodes. A local overlay on top of it changes only the image name
-(the rig's loopback registry instead of ghcr.io); the provisioner stays karpenter (the
-rig's simulated Karpenter answers NodeClaims with real nodes).
+(the rig's loopback registry instead of ghcr.io) and may append reconciler flags an install
+sets for its own registry (`--weights-plain-http`, `--adapters-plain-http`: the rig's
+registry has no TLS); the provisioner stays karpenter (the rig's simulated Karpenter
+answers NodeClaims with real nodes).
 
 Two adaptations, both for the rig's kubectl/apiserver 1.20 and both on a copy: kubectl
 1.20 embeds kustomize v2.0.3, which wants directories under `bases:` and
@@ -14,9 +16,9 @@ tests/e2e/kustomize.py does), and the 1.20 apiserver serves CronJob only as batc
 rig renders with `kubectl kustomize`, converts, and applies the result with `kubectl
 apply -f`: on a current cluster that is `kubectl apply -k`.
 
-It must not: change files in the repository, change any object but the image names and
-the CronJob's apiVersion, or wait without a deadline (each wait says what it waited for
-and shows the pods' state when it gives up).
+It must not: change files in the repository, change any object but the image names, the
+CronJob's apiVersion and the reconciler's flags it was given, or wait without a deadline
+(each wait says what it waited for and shows the pods' state when it gives up).
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def translate_for_kustomize_v2(kfile: Path) -> None:
     kfile.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def write_overlay(dest: Path, registry_host: str, version: str) -> Path:
+def write_overlay(dest: Path, registry_host: str, version: str,
+                  reconciler_args: Sequence[str] = ()) -> Path:
     """A v2.0.3-compatible copy of the tree plus the local overlay; returns the overlay dir.
 
-    The local overlay is the shipped karpenter overlay with one change: the operator image
-    comes from REGISTRY_HOST/kaito-py/kaito:VERSION.
+    The local overlay is the shipped karpenter overlay with the operator image from
+    REGISTRY_HOST/kaito-py/kaito:VERSION and RECONCILER_ARGS appended to the reconciler
+    CronJob's command (a JSON patch whose `test` op fails loudly if the container moved).
     """
     if dest.exists():
         shutil.rmtree(dest)
@@ -90,12 +94,24 @@ def write_overlay(dest: Path, registry_host: str, version: str) -> Path:
         translate_for_kustomize_v2(kfile)
     local = dest / "local"
     local.mkdir()
-    (local / "kustomization.yaml").write_text(yaml.safe_dump({
+    kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "bases": [f"../{OVERLAY}"],
         "images": [{"name": OPERATOR_IMAGE, "newName": f"{registry_host}/kaito-py/kaito",
                     "newTag": version}],
-    }, sort_keys=False))
+    }
+    if reconciler_args:
+        container = "/spec/jobTemplate/spec/template/spec/containers/0"
+        ops: list[dict[str, Any]] = [{"op": "test", "path": f"{container}/name",
+                                      "value": "reconcile"}]
+        ops += [{"op": "add", "path": f"{container}/command/-", "value": str(arg)}
+                for arg in reconciler_args]
+        (local / "reconciler-args.yaml").write_text(yaml.safe_dump(ops, sort_keys=False))
+        kustomization["patchesJson6902"] = [{
+            "target": {"group": "batch", "version": "v1", "kind": "CronJob",
+                       "name": "kaito-reconciler"},
+            "path": "reconciler-args.yaml"}]
+    (local / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return local
 
 

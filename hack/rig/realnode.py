@@ -244,7 +244,9 @@ class RealNodes:
                    "--userland-proxy=false", f"--cgroup-parent=/{rec['bridge']}",
                    "--exec-opt=native.cgroupdriver=cgroupfs", "--storage-driver=overlay2",
                    f"--add-runtime={RUNTIME_NAME}={shim}", f"--default-runtime={RUNTIME_NAME}",
-                   "--log-level=warn"]
+                   # the registry's pod side (rig.imageregistry) speaks plain HTTP on the
+                   # control plane's address: images named there are pulled without TLS
+                   f"--insecure-registry={cp['address']}/32", "--log-level=warn"]
         self._set_pid(name, "dockerd", procs.start(dockerd, self.log(name, "dockerd")))
         while _docker(run, "version", check=False, timeout=10).returncode != 0:
             if not procs.is_ours(self._pid(name, "dockerd"), DOCKERD, str(node_dir)):

@@ -32,7 +32,7 @@ from runtime.serving.protocol import (
     parse_completion,
     parse_kaito_chat,
 )
-from runtime.serving.settings import ServerSettings
+from runtime.serving.settings import ServerSettings, read_api_key
 
 log = logging.getLogger("kaito.runtime")
 Parser = Callable[[Any], GenRequest]
@@ -68,10 +68,7 @@ def _register_auth(app: Flask, settings: ServerSettings) -> None:
     """With --api-key-file, every model API call needs `Authorization: Bearer <key>`."""
     if settings.api_key_file is None:
         return
-    key = settings.api_key_file.read_text(encoding="utf-8").strip()
-    if not key:
-        raise ValueError(f"--api-key-file {settings.api_key_file} is empty")
-    expected = f"Bearer {key}".encode()
+    expected = f"Bearer {read_api_key(settings.api_key_file)}".encode()
 
     @app.before_request
     def require_key() -> Response | None:

@@ -3,7 +3,8 @@
 Why: the server, its tests and the benchmark build the same `ServerSettings`; parsing
 reports every bad flag at once and never touches `sys.argv` unless `main` passes it in.
 What it must not do: import torch / transformers (the gunicorn master parses settings and
-must stay free of torch work, see the fork notes), read files or open sockets.
+must stay free of torch work, see the fork notes), read files while parsing (only
+`read_api_key`, which a server calls as it starts, reads one) or open sockets.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ class ServerSettings:
     # A file holding the bearer token every model API call must carry (an OpenAI-style API
     # key, mounted from a Secret); None: no authentication (the default).
     api_key_file: Path | None = None
+
+
+def read_api_key(path: Path) -> str:
+    """The key in an --api-key-file (a mounted Secret), surrounding whitespace dropped; both
+    model servers (app.py, vllm_front.py) read it once as they start. Raises ValueError if
+    the file holds no key (refusing to start beats serving an open API), OSError if it cannot
+    be read."""
+    key = path.read_text(encoding="utf-8").strip()
+    if not key:
+        raise ValueError(f"--api-key-file {path} is empty")
+    return key
 
 
 def parse_adapter(text: str) -> AdapterSpec:

@@ -4,11 +4,13 @@ Why: on GPU presets vLLM serves the OpenAI API, but the seed's user calls `POST 
 on port 5000. This module starts vLLM on an internal loopback port with the arguments
 presets/commands.py generated and serves, on 5000: /chat (translated to vLLM's OpenAI
 calls), /health (vLLM's), /metrics (ours plus vLLM's) and /v1/* proxied byte for byte,
-streaming included, chunk by chunk. Every request of the model's Service passes here, so
-the front is one asyncio process (aiohttp server and client): it sets no limit of its own
-on concurrent requests or upstream connections (vLLM batches hundreds of sequences and
-must see them all), and each stream is its own task, so a slow reader only pauses its own
-upstream connection (TCP back-pressure), never the others.
+streaming included, chunk by chunk. With --api-key-file, /chat and /v1/* need the key as
+the transformers server does (app.py); /health and /metrics stay open.
+Every request of the model's Service passes here, so the front is one asyncio process
+(aiohttp server and client): it sets no limit of its own on concurrent requests or
+upstream connections (vLLM batches hundreds of sequences and must see them all), and each
+stream is its own task, so a slow reader only pauses its own upstream connection (TCP
+back-pressure), never the others.
 On multi-node presets (ray executor) it first forms the Ray cluster (ray_cluster.py); the
 other pods of the StatefulSet serve /health only.
 What it must not do: import torch or vLLM (vLLM runs as a child process), interpret the
@@ -18,6 +20,7 @@ OpenAI bodies it proxies, buffer a streamed answer, or block its event loop.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
 import os
@@ -30,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
@@ -39,7 +44,7 @@ from yarl import URL
 
 from runtime.serving import ray_cluster
 from runtime.serving.protocol import GenRequest, RequestError, parse_kaito_chat
-from runtime.serving.settings import DEFAULT_PORT
+from runtime.serving.settings import DEFAULT_PORT, read_api_key
 from runtime.weights import WeightsError, WeightsSettings, ensure, parse_source
 from runtime.weights.cache import CACHE_ENV
 
@@ -56,6 +61,10 @@ _KNOWN = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/v
                     "/v1/responses", "/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
 MAX_BODY = 64 * 2**20  # request bodies the front accepts (long prompts, base64 images)
 HEALTH_TIMEOUT_S = 5.0
+# Connections the kernel may queue before the front accepts them, as uvicorn (vLLM's own
+# server) allows; aiohttp's default of 128 overflowed when 256 clients connected at once,
+# and each dropped SYN stalled its client for the 1 s retransmission timeout.
+BACKLOG = 2048
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -118,6 +127,31 @@ def _error(exc: RequestError) -> web.Response:
     return web.json_response(exc.body(), status=exc.status)
 
 
+OPEN_PATHS = frozenset({"/health", "/metrics"})  # probes and scraping need no key
+
+
+def _require_key(key: str) -> Middleware:
+    """A middleware: every path but OPEN_PATHS needs `Authorization: Bearer <key>`, compared
+    in constant time; otherwise the OpenAI-style 401 of the transformers server (app.py)."""
+    expected = f"Bearer {key}".encode()
+
+    @web.middleware
+    async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        # surrogatepass: a header that is not UTF-8 (aiohttp keeps its bytes as surrogates)
+        # becomes bytes that match no key, instead of an error
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+        if hmac.compare_digest(given, expected):
+            return await handler(request)
+        resp = _error(RequestError("a valid API key is required (Authorization: Bearer ...)",
+                                   status=401, code="invalid_api_key"))
+        resp.headers["WWW-Authenticate"] = "Bearer"
+        return resp
+
+    return require_key
+
+
 class _Front:
     """The upstream URL, the one HTTP client session (no connection limit), and metrics."""
 
@@ -146,8 +180,12 @@ class _Front:
         # every stream. A client that gives up cancels its handler, which drops the
         # upstream connection; /chat (one answer, no stream) has its own bound.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+        # No cookie jar: the proxy keeps no client state from one request to the next (the
+        # default jar would also look for cookies to add on every call).
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                              auto_decompress=False, skip_auto_headers=(
+                                              auto_decompress=False,
+                                              cookie_jar=aiohttp.DummyCookieJar(),
+                                              skip_auto_headers=(
                                                   "User-Agent", "Accept", "Accept-Encoding"))
         try:
             yield
@@ -251,10 +289,14 @@ class _Front:
 
 
 def create_front_app(upstream: str, *, alive: Callable[[], bool] | None = None,
-                     timeout_s: float = 600.0) -> web.Application:
-    """A front for the OpenAI server at `upstream` (e.g. http://127.0.0.1:5001)."""
+                     timeout_s: float = 600.0, api_key: str | None = None) -> web.Application:
+    """A front for the OpenAI server at `upstream` (e.g. http://127.0.0.1:5001); with
+    `api_key`, /chat and /v1/* need it as a bearer token."""
+    if api_key is not None and not api_key:
+        raise ValueError("the API key is empty")
     front = _Front(upstream, alive, timeout_s)
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY,
+                          middlewares=[_require_key(api_key)] if api_key else [])
     app.cleanup_ctx.append(front.open)
     app.router.add_get("/health", front.health)
     app.router.add_get("/metrics", front.metrics)
@@ -271,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vllm-port", type=int, default=5001)
     p.add_argument("--host", default="0.0.0.0",  # noqa: S104 - the pod's port for its Service
                    help="address to serve on (default: all, the pod's port)")
+    p.add_argument("--api-key-file", type=Path, default=None,
+                   help="require `Authorization: Bearer <the file's content>` on /chat and "
+                        "/v1/* (default: off)")
     return p
 
 
@@ -282,11 +327,15 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def serve(app: web.Application, host: str, port: int) -> None:
     """Serve `app` until SIGTERM/SIGINT; a client that goes away cancels its handler
-    (which drops its upstream connection, so vLLM stops generating for it)."""
+    (which drops its upstream connection, so vLLM stops generating for it). The loop is
+    uvloop's: every streamed token passes the loop twice (read from vLLM, written to the
+    client), and libuv's loop and transports take 5-12 % off the front's CPU per token
+    (hack/bench-front.py's stand-in at 256 streams, the same front on asyncio's loop)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     web.run_app(app, host=host, port=port, print=None, handler_cancellation=True,
                 access_log_class=ProbeQuietAccessLogger,
-                access_log_format='%a "%r" %s %b %Tf')
+                access_log_format='%a "%r" %s %b %Tf', backlog=BACKLOG,
+                loop=uvloop.new_event_loop())
 
 
 def _start_ray(vllm_args: list[str]) -> tuple[subprocess.Popen[bytes], bool]:
@@ -359,6 +408,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not vllm_args:
         print("vllm_front: give the vLLM arguments after `--`", file=sys.stderr)
         return 2
+    try:  # read once, before anything starts: an empty or unreadable key file stops the pod
+        api_key = None if ns.api_key_file is None else read_api_key(ns.api_key_file)
+    except (OSError, ValueError) as exc:
+        print(f"vllm_front: {exc}", file=sys.stderr)
+        return 2
     try:
         vllm_args = local_weights(vllm_args, os.environ)
     except WeightsError as exc:
@@ -386,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     child = subprocess.Popen(cmd, env=vllm_environment(os.environ))  # noqa: S603 - our argv
     procs = [p for p in (child, ray) if p is not None]
     app = create_front_app(f"http://127.0.0.1:{ns.vllm_port}",
-                           alive=lambda: all(p.poll() is None for p in procs))
+                           alive=lambda: all(p.poll() is None for p in procs), api_key=api_key)
     try:
         serve(app, ns.host, ns.port)
     finally:

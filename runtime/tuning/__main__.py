@@ -32,10 +32,12 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runtime import netcheck
 from runtime.adapters import oci
 from runtime.jobstep import (
     ConfigError,
@@ -94,6 +96,7 @@ def cmd_fetch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             credentials=creds,
             plain_http=args.plain_http,
             max_bytes=args.max_bytes,
+            policy=netcheck.oci_policy(environ, LOG),
         )
         where = args.data_dir
     else:
@@ -186,7 +189,7 @@ def cmd_push(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             shutil.copyfile(args.adapter_dir / name, args.volume / name)
         emit({"event": "pushed", "volume": str(args.volume)})
     else:
-        _push_image(args)
+        _push_image(args, environ)
     if args.work_dir is not None and args.work_dir.exists():
         shutil.rmtree(args.work_dir)
         emit({"event": "checkpoints-removed", "work_dir": str(args.work_dir)})
@@ -204,16 +207,17 @@ def _check_work_dir(work_dir: Path | None, keep: Sequence[Path]) -> None:
             raise ConfigError(f"--work-dir {work_dir} holds {path}: it would be removed")
 
 
-def _push_image(args: argparse.Namespace) -> None:
+def _push_image(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     creds = _credentials(args.push_secret, args.image)
-    staging = args.adapter_dir.parent / f".{args.adapter_dir.name}.push"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    # A fresh private folder under TMPDIR (else /tmp): in the Job the adapter volume is
+    # mounted read only and its parent (/mnt) belongs to root, not to the pod's user.
+    staging = Path(tempfile.mkdtemp(prefix="kaito-push-"))
     try:
         for name in tune_files():
             shutil.copyfile(args.adapter_dir / name, staging / name)
         digest = oci.push_directory(
-            staging, args.image, credentials=creds, plain_http=args.plain_http
+            staging, args.image, credentials=creds, plain_http=args.plain_http,
+            policy=netcheck.oci_policy(environ, LOG),
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,11 +8,12 @@ stay the URL's host), so a second DNS answer can never be used. Redirects are fo
 hand, each target checked the same way. Downloads stop at a byte limit (Content-Length is
 checked first, then the bytes actually read) and at connect, read and total deadlines.
 
-`allow_loopback` exists only for this project's own tests (env
-`KAITO_TUNING_ALLOW_LOOPBACK=1`, read by the entry point); it admits 127.0.0.0/8 and ::1
-only, never private or metadata addresses, and is loudly logged when on.
+Which addresses are allowed is decided by runtime.netcheck, shared with the OCI pullers.
+`allow_loopback` exists only for this project's own tests (env `KAITO_ALLOW_LOOPBACK=1`,
+read by the entry point); it admits 127.0.0.0/8 and ::1 only, never private or metadata
+addresses, and is loudly logged when on. URL inputs never allow private addresses.
 
-This module must not follow a redirect or open a connection without `check_address`, and
+This module must not follow a redirect or open a connection without `check_host`, and
 must not read more than the limit.
 """
 
@@ -20,27 +21,32 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import ipaddress
 import logging
 import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from runtime import netcheck
 from runtime.jobstep import FetchError, FetchRefused
+from runtime.netcheck import (
+    ALLOW_LOOPBACK_ENV,
+    METADATA_ADDRESSES,
+    METADATA_NAMES,
+    Resolver,
+    address_problem,
+)
 
+__all__ = ["ALLOW_LOOPBACK_ENV", "METADATA_ADDRESSES", "METADATA_NAMES", "FetchSettings",
+           "address_problem", "check_host", "fetch_all", "fetch_url", "local_name",
+           "system_resolver"]
 LOG = logging.getLogger("kaito.tune.fetch")
-ALLOW_LOOPBACK_ENV = "KAITO_TUNING_ALLOW_LOOPBACK"
-METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
-METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 1 << 20
-Resolver = Callable[[str, int], list[str]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,65 +60,28 @@ class FetchSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> FetchSettings:
-        allow = environ.get(ALLOW_LOOPBACK_ENV, "") == "1"
-        if allow:
-            LOG.warning(
-                "WARNING: %s=1: fetching from LOOPBACK addresses is ALLOWED. This setting "
-                "exists for the project's own tests only and must never be set in a cluster.",
-                ALLOW_LOOPBACK_ENV,
-            )
+        allow = netcheck.loopback_from_env(environ, LOG)
         return cls(allow_loopback=allow, **overrides)  # type: ignore[arg-type]
 
 
 def system_resolver(host: str, port: int) -> list[str]:
-    """All addresses the system resolver returns for host:port, in its order."""
+    """All addresses the system resolver returns for host:port (runtime.netcheck)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise FetchError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
-    seen: list[str] = []
-    for info in infos:
-        address = str(info[4][0]).split("%", 1)[0]
-        if address not in seen:
-            seen.append(address)
-    return seen
-
-
-def address_problem(address: str, *, allow_loopback: bool) -> str | None:
-    """Why this address must not be fetched from, or None when it is a public unicast one."""
-    ip: IPAddress = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if str(ip) in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if ip.is_loopback:
-        return None if allow_loopback else "a loopback address"
-    checks = (
-        (ip.is_link_local, "a link-local address"),
-        (ip.is_multicast, "a multicast address"),
-        (ip.is_unspecified, "an unspecified address"),
-        (ip.is_reserved, "a reserved address"),
-        (ip.is_private, "a private address"),
-        (not ip.is_global, "a non-public address"),
-    )
-    return next((why for bad, why in checks if bad), None)
+        return netcheck.system_resolver(host, port)
+    except netcheck.Unresolved as exc:
+        raise FetchError(str(exc)) from exc
 
 
 def check_host(host: str, port: int, *, allow_loopback: bool, resolver: Resolver) -> str:
-    """Resolve host once, refuse if any answer is not allowed, return the address to use."""
-    name = host.lower().rstrip(".")
-    if name in METADATA_NAMES:
-        raise FetchRefused(f"host {host!r} is a cloud metadata endpoint")
-    if (name == "localhost" or name.endswith(".localhost")) and not allow_loopback:
-        raise FetchRefused(f"host {host!r} is the local machine")
-    addresses = resolver(host, port)
-    if not addresses:
-        raise FetchError(f"host {host!r} resolved to no address")
-    for address in addresses:
-        why = address_problem(address, allow_loopback=allow_loopback)
-        if why is not None:
-            raise FetchRefused(f"host {host!r} resolves to {address}, {why}")
-    return addresses[0]
+    """runtime.netcheck.check_host with the fetch step's errors (never private addresses)."""
+    try:
+        return netcheck.check_host(
+            host, port, netcheck.Policy(allow_loopback=allow_loopback), resolver
+        )
+    except netcheck.Refused as exc:
+        raise FetchRefused(str(exc)) from exc
+    except netcheck.Unresolved as exc:
+        raise FetchError(str(exc)) from exc
 
 
 class _PinnedHTTP(http.client.HTTPConnection):

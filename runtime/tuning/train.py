@@ -189,10 +189,12 @@ def restore_checkpoint(model: Any, optimizer: Any, checkpoint: Path) -> int:
 
 def export_adapter(model: Any, output_dir: Path) -> None:
     """Write exactly adapter_config.json + adapter_model.safetensors into output_dir."""
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp")
+    # Staged inside output_dir: in the Job only that volume is writable (its parent /mnt
+    # belongs to root, not the pod's user), and a rename within one file system is atomic.
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    output_dir.mkdir(parents=True, exist_ok=True)
     for name in ADAPTER_FILES:
         (tmp / name).replace(output_dir / name)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,20 +1,34 @@
-"""Fixtures of the end-to-end tier: the rig's kubectl (for kustomize) and rendered overlays.
+"""Fixtures of the end-to-end tier: the rig's kubectl, rendered overlays, the real operator.
 
 Why: several e2e modules need `kubectl kustomize` output; rendering once per session keeps
-the tier fast. It must not skip: when the rig cannot build kubectl, the tests fail with
-the build's own message.
+the tier fast. The real-pod modules (test_operator_real, test_tuning_real) share one way to
+install the operator from manifests/ on their OWN control plane with real nodes
+(`installed`, module scope): a module says what it needs beyond the default through a
+module-level `INSTALL = InstallSpec(...)` (more images, reconciler flags, the registry's
+pod side). It must not skip: when the rig cannot build kubectl or a real part cannot
+start, the tests fail with the build's or the part's own message.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from tests.e2e.kustomize import legacy_tree, render
 
 OVERLAYS = ("karpenter", "aks", "byo")
+REPO = Path(__file__).resolve().parents[2]
+NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
+# The model pods' weights cache: a hostPath (reconciler.weights.DEFAULT_CACHE) the real
+# kubelet creates on this machine; removed after the module when it was absent before.
+WEIGHTS_HOST_DIR = Path("/var/lib/kaito/weights")
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +54,114 @@ def rendered(rig_kubectl: Path, legacy_manifests: Path) -> dict[str, list[dict[s
     }
     out["manifests"] = render(rig_kubectl, legacy_manifests / "manifests")
     return out
+
+
+# -- the operator installed from manifests/ on real nodes ----------------------------------
+
+@dataclass(frozen=True)
+class InstallSpec:
+    """What a real-pod module needs installed (module attribute INSTALL)."""
+
+    images: tuple[str, ...] = ("operator", "cpu-runtime")  # rig.images folders
+    reconciler_args: tuple[str, ...] = ()  # appended to the reconciler CronJob's command
+    pod_registry: bool = False  # also serve the registry on the control plane's address
+
+
+@dataclass
+class Installed:
+    cp: Any  # rig.cluster.ControlPlane
+    registry_host: str
+    docs: list[dict[str, Any]]
+    registry: Any = None  # rig.imageregistry.ImageRegistry
+    passes: int = 0
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig),
+                               *args], capture_output=True, text=True, timeout=timeout,
+                              input=input, check=False)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", "-o", "json", *args).stdout))
+
+    def reconcile(self) -> str:
+        from rig import operator
+
+        self.passes += 1
+        return operator.reconcile_pass(self.kubectl, f"test-pass-{self.passes}")
+
+
+def _fail(what: str, exc: BaseException) -> NoReturn:
+    pytest.fail(f"{what}:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def installed(request: pytest.FixtureRequest,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """The operator from manifests/ on this module's own control plane and real nodes.
+
+    Builds (or reuses) the images with rig.images, pushes them to the rig's registry,
+    starts one real system node, applies the karpenter overlay (image name pointing at the
+    registry, plus INSTALL.reconciler_args; rig.operator), and lets the rig's Karpenter
+    answer the reconciler's NodeClaims with real nodes that preload the runtime images.
+    """
+    from kubernetes import config
+
+    from rig import operator
+    from rig.cluster import ControlPlane, ControlPlaneError
+    from rig.imageregistry import ImageRegistry, RegistryError, publish
+    from rig.images import build, dockerd
+    from rig.karpenter import SimKarpenter
+    from rig.realnode import RealNodeError, RealNodes
+
+    spec: InstallSpec = getattr(request.module, "INSTALL", InstallSpec())
+    state = tmp_path_factory.mktemp("operator-real")
+    cp = ControlPlane(state)
+    registry = ImageRegistry(state)
+    karpenter: SimKarpenter | None = None
+    api: Any = None
+    made_weights_dir = not WEIGHTS_HOST_DIR.parent.exists()
+    try:
+        try:
+            cp.up()
+        except (ControlPlaneError, OSError) as exc:
+            _fail("the control plane did not start", exc)
+        try:
+            engine = dockerd.ensure()
+            known = {i.folder: i for i in build.IMAGES}
+            names = [build.build(engine, known[f], print).tag for f in spec.images]
+            host = registry.start()
+            published = publish(engine, host, names)
+            if spec.pod_registry:
+                registry.start_pod_side(cp.address)
+        except (RuntimeError, OSError, RegistryError) as exc:
+            _fail("the images could not be built or pushed", exc)
+        try:
+            RealNodes(state).start("system-1")
+        except RealNodeError as exc:
+            _fail("the system node did not start", exc)
+        done = Installed(cp, host, [], registry)
+        done.kubectl("apply", "--validate=false", "-f", str(NODECLAIM_CRD))
+        overlay = operator.write_overlay(state / "overlay", host, build.version(),
+                                         spec.reconciler_args)
+        done.docs = operator.render(done.kubectl, overlay)
+        operator.apply(done.kubectl, done.docs, state / "overlay")
+        operator.wait_installed(done.kubectl, timeout=300)
+        api = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
+        preload = tuple((p.local, p.name) for p in published if "runtime" in p.name)
+        karpenter = SimKarpenter(api, real_nodes=RealNodes(state, preload=preload))
+        karpenter.fail("Standard_NC6s_v3")
+        karpenter.start()
+        yield done
+    finally:
+        if karpenter is not None:
+            karpenter.stop()
+        if api is not None:
+            api.close()
+        registry.stop(remove=True)
+        cp.down()
+        if made_weights_dir:
+            shutil.rmtree(WEIGHTS_HOST_DIR.parent, ignore_errors=True)

@@ -6,9 +6,9 @@ by the cpu-runtime image in a real pod on a real node. This test runs the same s
 (`hack/demo.py`) with its own state dir, so it never touches a user's running demo or the
 tests' shared control plane (but, like every real-node test, it needs the machine's real
 nodes to itself). It checks what a newcomer must see (every step numbered and timed, the
-Paris answer, the quota reason, the GPU-fit refusal), feeds the live statuses to the ArgoCD
-health check, and after `down` that no recorded process, bridge, listening port or state
-is left.
+Paris answer, the tuning Job's pushed adapter, the quota reason, the GPU-fit refusal),
+feeds the live statuses to the ArgoCD health check, and after `down` that no recorded
+process, bridge, listening port or state is left.
 """
 
 from __future__ import annotations
@@ -71,13 +71,16 @@ def live_workspaces(state: Path) -> dict[str, dict[str, Any]]:
 
 
 def check_walkthrough(output: str) -> None:
-    steps = re.findall(r"^\[(\d)/9\] ", output, flags=re.MULTILINE)
-    assert steps == [str(n) for n in range(1, 10)], output
-    assert len(re.findall(r"done in \d+\.\d s \(total \d+\.\d s\)", output)) == 9
+    steps = re.findall(r"^\[(\d+)/10\] ", output, flags=re.MULTILINE)
+    assert steps == [str(n) for n in range(1, 11)], output
+    assert len(re.findall(r"done in \d+\.\d s \(total \d+\.\d s\)", output)) == 10
     assert re.search(r"answer: .*Paris", output), output
     assert re.search(r"the model pod runs docker-pullable://127\.0\.0\.1:\d+/kaito-py/"
                      r"cpu-runtime@sha256:", output), output
     assert "webhook Deployment available" in output
+    assert re.search(r"pushed adapter 10\.247\.\d+\.1:\d+/kaito-py/adapters/smollm2-tuned:"
+                     r"0\.1\.0 \(sha256:[0-9a-f]{64}\)", output), output
+    assert "layer adapter_model.safetensors" in output
     assert "exceeding approved standardNCSv3Family Cores quota" in output
     assert "does not fit" in output
     assert "cheapest first" in output
@@ -97,7 +100,7 @@ def test_demo_cold_warm_and_down_leaves_nothing(tmp_path: Path) -> None:
         assert "reused the running control plane" in warm.stdout
         print(f"demo: cold {cold_s:.1f} s, warm {warm_s:.1f} s (a figure, not asserted)")
         health = {name: run_health(ws)["status"] for name, ws in live_workspaces(state).items()}
-        assert sorted(health.values()) == ["Degraded", "Healthy"], health
+        assert sorted(health.values()) == ["Degraded", "Healthy", "Healthy"], health
         procs = json.loads((state / "demo" / "procs.json").read_text())
         cluster = json.loads((state / "cluster.json").read_text())
         registry = json.loads((state / "registry" / "registry.json").read_text())

@@ -16,113 +16,26 @@ the reason; it never skips. Only one state dir on a machine may run real nodes a
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import yaml
-from kubernetes import config
 
 from rig import operator
-from rig.cluster import ControlPlane, ControlPlaneError
-from rig.imageregistry import ImageRegistry, RegistryError, publish
-from rig.images import build, dockerd
-from rig.karpenter import SimKarpenter
-from rig.realnode import RealNodeError, RealNodes
+from rig.images import build
+from tests.e2e.conftest import Installed
 
 # A cold first run builds the images (minutes) inside the first test's setup.
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(2400)]
 REPO = Path(__file__).resolve().parents[2]
 SMOLLM = REPO / "examples" / "smollm2-135m-instruct.yaml"
 TOO_SMALL = REPO / "examples" / "llama-3.3-70b-too-small.yaml"
-NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
-IMAGES = ("operator", "cpu-runtime")
 NS = "default"
-# The model pods' weights cache: a hostPath (reconciler.weights.DEFAULT_CACHE) the real
-# kubelet creates on this machine; removed after the module when it was absent before.
-WEIGHTS_HOST_DIR = Path("/var/lib/kaito/weights")
-
-
-@dataclass
-class Installed:
-    cp: ControlPlane
-    registry_host: str
-    docs: list[dict[str, Any]]
-    passes: int = 0
-
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([str(self.cp.kubectl), "--kubeconfig", str(self.cp.kubeconfig),
-                               *args], capture_output=True, text=True, timeout=timeout,
-                              input=input, check=False)
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
-
-    def get(self, *args: str) -> dict[str, Any]:
-        return dict(json.loads(self.kubectl("get", "-o", "json", *args).stdout))
-
-    def reconcile(self) -> str:
-        self.passes += 1
-        return operator.reconcile_pass(self.kubectl, f"test-pass-{self.passes}")
-
-
-def _fail(what: str, exc: BaseException) -> NoReturn:
-    pytest.fail(f"{what}:\n{exc}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    state = tmp_path_factory.mktemp("operator-real")
-    cp = ControlPlane(state)
-    registry = ImageRegistry(state)
-    karpenter: SimKarpenter | None = None
-    api: Any = None
-    made_weights_dir = not WEIGHTS_HOST_DIR.parent.exists()
-    try:
-        try:
-            cp.up()
-        except (ControlPlaneError, OSError) as exc:
-            _fail("the control plane did not start", exc)
-        try:
-            engine = dockerd.ensure()
-            known = {i.folder: i for i in build.IMAGES}
-            names = [build.build(engine, known[f], print).tag for f in IMAGES]
-            host = registry.start()
-            published = publish(engine, host, names)
-        except (RuntimeError, OSError, RegistryError) as exc:
-            _fail("the images could not be built or pushed", exc)
-        try:
-            RealNodes(state).start("system-1")
-        except RealNodeError as exc:
-            _fail("the system node did not start", exc)
-        done = Installed(cp, host, [])
-        done.kubectl("apply", "--validate=false", "-f", str(NODECLAIM_CRD))
-        overlay = operator.write_overlay(state / "overlay", host, build.version())
-        done.docs = operator.render(done.kubectl, overlay)
-        operator.apply(done.kubectl, done.docs, state / "overlay")
-        operator.wait_installed(done.kubectl, timeout=300)
-        api = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
-        preload = tuple((p.local, p.name) for p in published if "runtime" in p.name)
-        karpenter = SimKarpenter(api, real_nodes=RealNodes(state, preload=preload))
-        karpenter.fail("Standard_NC6s_v3")
-        karpenter.start()
-        yield done
-    finally:
-        if karpenter is not None:
-            karpenter.stop()
-        if api is not None:
-            api.close()
-        registry.stop(remove=True)
-        cp.down()
-        if made_weights_dir:
-            shutil.rmtree(WEIGHTS_HOST_DIR.parent, ignore_errors=True)
+# The `installed` fixture (tests/e2e/conftest.py) with its defaults: the operator and the
+# cpu-runtime image.
 
 
 def test_the_operator_runs_as_pods_from_the_local_registry(installed: Installed) -> None:

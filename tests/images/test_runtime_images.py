@@ -20,6 +20,7 @@ from rig.images.dockerd import Engine
 from rig.procs import free_port
 from rig.tinymodel import build_tiny_model
 from runtime.adapters import oci
+from runtime.netcheck import ALLOW_LOOPBACK_ENV, Policy
 from tests.images.conftest import Container, one_shot
 from tests.support.registry import LocalRegistry, running_registry
 
@@ -70,7 +71,8 @@ def test_the_runtime_images_carry_no_control_plane_and_run_as_non_root(
 def _step(engine: Engine, tag: str, work: Path, *argv: str) -> list[dict[str, object]]:
     with one_shot(engine, tag, "python", "-m", "runtime.tuning", *argv,
                   run_args=("--volume", f"{work}:/work", "--env",
-                            "KAITO_TERMINATION_LOG=/work/termination-log")) as proc:
+                            "KAITO_TERMINATION_LOG=/work/termination-log",
+                            "--env", f"{ALLOW_LOOPBACK_ENV}=1")) as proc:  # the registry
         assert proc.returncode == 0, f"{argv[0]}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -101,6 +103,6 @@ def test_the_tuning_image_trains_the_tiny_model_and_pushes_the_adapter(
     pulled = tmp_path / "pulled"
     oci.pull_directory(ref, pulled, credentials=oci.Credentials(registry.username,
                                                                 registry.password),
-                       plain_http=True)
+                       plain_http=True, policy=Policy(allow_loopback=True))
     assert sorted(p.name for p in pulled.iterdir()) == ["adapter_config.json",
                                                         "adapter_model.safetensors"]

@@ -153,7 +153,10 @@ def test_requests_beyond_the_running_one_and_the_queue_get_429_not_a_pile_up(
 def test_a_stream_nobody_reads_does_not_hold_the_engine(tiny_model_dir: Path) -> None:
     engine = Engine(ServerSettings(model=str(tiny_model_dir), max_queue=2))
     engine.load()
-    first = engine.run(engine.prepare(parse_completion({"prompt": "hi", "max_tokens": 8})))
+    # greedy, on a prompt the tiny model (seed 0) continues for all 8 tokens: a sampled
+    # first token may end the text, and then there is no stream left to hold
+    first = engine.run(engine.prepare(parse_completion(
+        {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})))
     assert isinstance(next(first), Delta)  # the writer now blocks on a slow client
     second = engine.prepare(parse_completion({"prompt": "hello", "max_tokens": 2}))
     with ThreadPoolExecutor(1) as pool:

@@ -21,6 +21,7 @@ import torch
 
 from runtime.adapters import oci
 from runtime.jobstep import TERMINATION_LOG_ENV
+from runtime.netcheck import Policy
 from runtime.tuning.__main__ import main
 from runtime.tuning.fetch import ALLOW_LOOPBACK_ENV
 from tests.support.registry import LocalRegistry, running_registry
@@ -134,6 +135,7 @@ def test_a_tuned_adapter_is_pushed_pulled_and_changes_the_answer(
         pulled,
         credentials=oci.Credentials(registry.username, registry.password),
         plain_http=True,
+        policy=Policy(allow_loopback=True),
     )
     assert sorted(p.name for p in pulled.iterdir()) == [
         "adapter_config.json",
@@ -239,7 +241,7 @@ def test_over_the_size_limit_and_loopback_without_the_test_setting_are_refused(
     )
     strict = {TERMINATION_LOG_ENV: env[TERMINATION_LOG_ENV]}
     assert _failure(argv, strict) == (
-        "fetch refused: host '127.0.0.1' resolves to 127.0.0.1, a loopback address\n"
+        "fetch refused: host '127.0.0.1' is a loopback address\n"
     )
 
 
@@ -299,7 +301,8 @@ def test_data_from_an_oci_artifact_or_a_volume_is_fetched_and_checked(
     (source / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS[:3]))
     ref = registry.reference("data/chat")
     creds = oci.Credentials(registry.username, registry.password)
-    oci.push_directory(source, ref, kind="dataset", credentials=creds, plain_http=True)
+    oci.push_directory(source, ref, kind="dataset", credentials=creds, plain_http=True,
+                       policy=Policy(allow_loopback=True))
     secret = registry.docker_config(tmp_path / "pull-secret.json")
     argv = [
         "fetch",

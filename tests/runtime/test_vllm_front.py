@@ -27,6 +27,7 @@ import aiohttp
 import openai
 import pytest
 import requests
+import uvloop
 from aiohttp import web
 from flask import Flask, Response, jsonify, request
 
@@ -87,10 +88,11 @@ def fake_vllm(seen: list[dict[str, Any]]) -> Flask:
 
 
 class _Loop:
-    """An asyncio loop in a thread that serves aiohttp apps on loopback ports."""
+    """An event loop in a thread that serves aiohttp apps on loopback ports: uvloop's, as
+    the front's `serve` runs it."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.runners: list[web.AppRunner] = []
@@ -214,6 +216,45 @@ def test_health_and_metrics_include_the_upstream(front: tuple[str, list[dict[str
     assert 'kaito_front_request_duration_seconds_count{endpoint="/v1/models",status="200"}' \
         in metrics
     assert "kaito_front_requests_in_flight 0.0" in metrics
+
+
+KEY = "s3cret-key"
+
+
+def _refused(resp: requests.Response) -> None:
+    assert resp.status_code == 401, resp.text
+    assert resp.json()["error"]["code"] == "invalid_api_key"
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_with_an_api_key_every_model_call_needs_the_bearer_token() -> None:
+    seen: list[dict[str, Any]] = []
+    with _serve(fake_vllm(seen)) as upstream, serving() as loop:
+        url = loop.serve(create_front_app(upstream, api_key=KEY))
+        assert requests.get(url + "/health", timeout=30).status_code == 200  # probes stay open
+        assert "vllm_fake_requests_total" in requests.get(url + "/metrics", timeout=30).text
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY},
+                        {"Authorization": f"Bearer {KEY}x"}, {"Authorization": f"bearer {KEY}"}):
+            _refused(requests.post(url + "/chat", json={"prompt": "hi"}, headers=headers,
+                                   timeout=30))
+            _refused(requests.post(url + "/v1/completions", json={"prompt": "a"},
+                                   headers=headers, timeout=30))
+            _refused(requests.get(url + "/v1/models", headers=headers, timeout=30))
+        # a header that is not UTF-8 is refused like any wrong key, not an error
+        _refused(requests.get(url + "/v1/models", headers={"Authorization": b"Bearer \xff"},
+                              timeout=30))
+        assert seen == []  # nothing refused reached vLLM
+        good = {"Authorization": f"Bearer {KEY}"}
+        chat = requests.post(url + "/chat", json={"prompt": "hi"}, headers=good, timeout=30)
+        assert chat.json() == {"Result": "Paris"}
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+        text = client.completions.create(model="phi-4", prompt="a", stream=True)
+        assert "".join(c.choices[0].text for c in text) == "Paris"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0,
+                          timeout=30).models.list()
+    with pytest.raises(ValueError, match="empty"):
+        create_front_app("http://127.0.0.1:9", api_key="")
 
 
 def test_vllm_compile_caches_go_to_the_node_cache_unless_the_pod_says_otherwise() -> None:
@@ -395,11 +436,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def pod(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """`python -m runtime.serving.vllm_front` as the pod runs it, over a stand-in vLLM."""
+def _pod_command(tmp_path: Path, *front_args: str, stderr: int | None = None) -> tuple[
+        str, subprocess.Popen[bytes], Path]:
+    """Start `python -m runtime.serving.vllm_front` as the pod runs it, over a stand-in vLLM."""
     module = tmp_path / "lib" / "vllm" / "entrypoints" / "cli"  # `vllm serve`'s module
-    module.mkdir(parents=True)
+    module.mkdir(parents=True, exist_ok=True)
     for folder in (module.parents[1], module.parent, module):
         (folder / "__init__.py").write_text("")
     (module / "main.py").write_text(FAKE_SERVER)
@@ -410,13 +451,26 @@ def pod(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "runtime.serving.vllm_front", "--host",
                              "127.0.0.1", "--port", str(port), "--vllm-port", str(_free_port()),
-                             "--", "--model", "smollm2-135m-instruct"], env=env)
+                             *front_args, "--", "--model", "smollm2-135m-instruct"], env=env,
+                            stderr=stderr)
+    return f"http://127.0.0.1:{port}", proc, pid_file
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
+@pytest.fixture
+def pod(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    url, proc, pid_file = _pod_command(tmp_path)
     try:
-        yield f"http://127.0.0.1:{port}", proc, pid_file
+        yield url, proc, pid_file
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+        _end(proc)
 
 
 def _healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -471,3 +525,34 @@ def test_stopping_the_pod_command_stops_vllm(
     assert proc.wait(timeout=60) == 0
     assert not _alive(child)
 
+
+
+def test_the_pod_command_reads_the_api_key_file_and_refuses_an_empty_one(tmp_path: Path
+                                                                         ) -> None:
+    for content in ("", " \n"):
+        (tmp_path / "empty-key").write_text(content)
+        url, proc, pid_file = _pod_command(tmp_path, "--api-key-file",
+                                           str(tmp_path / "empty-key"), stderr=subprocess.PIPE)
+        try:
+            assert proc.wait(timeout=60) == 2
+            assert proc.stderr is not None
+            assert b"is empty" in proc.stderr.read()
+            assert not pid_file.exists()  # it stopped before starting vLLM
+        finally:
+            _end(proc)
+    url, proc, pid_file = _pod_command(tmp_path, "--api-key-file", str(tmp_path / "missing"))
+    try:
+        assert proc.wait(timeout=60) == 2
+        assert not pid_file.exists()
+    finally:
+        _end(proc)
+    (tmp_path / "api-key").write_text(KEY + "\n")  # as a Secret's file often ends
+    url, proc, pid_file = _pod_command(tmp_path, "--api-key-file", str(tmp_path / "api-key"))
+    try:
+        _healthy(url, proc)  # /health needs no key
+        _refused(requests.post(url + "/v1/completions", json={"prompt": "a"}, timeout=30))
+        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+        text = client.completions.create(model="m", prompt="a", stream=True)
+        assert "".join(c.choices[0].text for c in text).startswith("smollm2-135m-instruct|")
+    finally:
+        _end(proc)
