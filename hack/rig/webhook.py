@@ -2,28 +2,22 @@
 
 Why: on this machine the webhook runs as a local process (`kaito webhook serve`), not
 behind a Service, so the rig points Mutating- and ValidatingWebhookConfigurations at its
-URL with the CA it made; the settings are the same as in manifests/base/webhook.
+URL with the CA it made; every other setting is read from manifests/base/webhook.
 Must not: be imported by the product packages, or touch configurations it did not name.
 """
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 DEFAULT_NAME = "kaito-webhook"
-_RULES = [
-    {
-        "apiGroups": ["kaito.sh"],
-        "apiVersions": ["v1alpha1", "v1beta1"],
-        "operations": ["CREATE", "UPDATE"],
-        "resources": ["workspaces"],
-        "scope": "Namespaced",
-    }
-]
+MANIFEST = Path(__file__).resolve().parents[2] / "manifests/base/webhook/webhookconfigurations.yaml"
 
 
 def webhook_bodies(
@@ -34,40 +28,29 @@ def webhook_bodies(
     timeout_seconds: int = 10,
     namespace_labels: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two configuration objects, pointing at `url` + /mutate and /validate.
+    """The shipped configurations (manifests/base/webhook), pointed at `url` + their path.
 
-    `namespace_labels` limits them to namespaces with those labels (tests share a cluster).
+    Every webhook keeps the manifest's rules and failure policies; only the client config
+    (a URL and our CA instead of the Service), the name, the timeout and, with
+    `namespace_labels`, a namespace selector (tests share a cluster) differ.
     """
     pem = ca_bundle.encode() if isinstance(ca_bundle, str) else ca_bundle
     bundle = base64.b64encode(pem).decode()
     base = url.rstrip("/")
+    shipped = {d["kind"]: d for d in yaml.safe_load_all(MANIFEST.read_text()) if d}
 
-    def hook(kind: str) -> dict[str, Any]:
-        return {
-            "name": f"{kind}.workspaces.kaito.sh",
-            "admissionReviewVersions": ["v1", "v1beta1"],
-            "clientConfig": {"url": f"{base}/{kind}", "caBundle": bundle},
-            "rules": _RULES,
-            "failurePolicy": "Fail",
-            "sideEffects": "None",
-            "timeoutSeconds": timeout_seconds,
-            "matchPolicy": "Equivalent",
-            "namespaceSelector": {"matchLabels": dict(namespace_labels or {})},
-        }
+    def body(kind: str) -> dict[str, Any]:
+        doc = shipped[kind]
+        hooks = []
+        for hook in doc["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hooks.append({**hook, "clientConfig": {"url": f"{base}{path}", "caBundle": bundle},
+                          "timeoutSeconds": timeout_seconds,
+                          "namespaceSelector": {"matchLabels": dict(namespace_labels or {})}})
+        return {"apiVersion": doc["apiVersion"], "kind": kind, "metadata": {"name": name},
+                "webhooks": hooks}
 
-    mutating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{**hook("mutate"), "reinvocationPolicy": "IfNeeded"}],
-    }
-    validating = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [hook("validate")],
-    }
-    return mutating, validating
+    return body("MutatingWebhookConfiguration"), body("ValidatingWebhookConfiguration")
 
 
 def register_webhooks(
