@@ -45,13 +45,15 @@ class Prepared:
     node_problem: tuple[str, str] | None = None  # (reason, message): the model misfits the nodes
 
 
-def _without_managed_fields(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The object minus metadata.managedFields: the pass never reads them, and copying and
-    parsing them on every pass was half the cost of preparing a stored Workspace."""
+def _spec_only(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object minus metadata.managedFields and status: expansion and the builders read
+    neither (the pass reads status from the stored object), and copying and parsing them on
+    every pass was half the cost of preparing a stored Workspace."""
+    out = {k: v for k, v in obj.items() if k != "status"}
     md = obj.get("metadata")
-    if not isinstance(md, Mapping) or "managedFields" not in md:
-        return obj
-    return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
+    if isinstance(md, Mapping) and "managedFields" in md:
+        out["metadata"] = {k: v for k, v in md.items() if k != "managedFields"}
+    return out
 
 
 def prepare(
@@ -66,7 +68,7 @@ def prepare(
 
     `user_config` is the data of the ConfigMap named by `inference.config`: a
     `max-model-len` in its runtime section is checked like the annotation and served."""
-    obj = _without_managed_fields(obj)
+    obj = _spec_only(obj)
     try:
         expansion = expand(obj, catalog)
     except (ValueError, TypeError, KeyError) as exc:

@@ -13,6 +13,7 @@ replaced (reconciler.servingsecrets).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -134,9 +135,39 @@ def inference_config(resolved: Resolved, user_config: Mapping[str, str] | None) 
 
 def config_map(ws: Workspace, resolved: Resolved, user: Mapping[str, str] | None) -> Obj:
     name = f"{ws.metadata.name}-inference-config"
-    data = yaml.safe_dump(inference_config(resolved, user), sort_keys=True)
+    config = inference_config(resolved, user)
+    key = _flat_key(config)
+    data = _dump_flat(key) if key is not None else yaml.safe_dump(config, sort_keys=True)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": c.child_metadata(ws, name),
             "data": {CONFIG_KEY: data}}
+
+
+Scalar = str | int | float | bool | None
+FlatKey = tuple[tuple[str, tuple[tuple[str, str, Scalar], ...]], ...]
+
+
+def _flat_key(config: Mapping[str, Any]) -> FlatKey | None:
+    """A hashable copy of a config of sections of scalars (every default config, most user
+    ones), each value with its type (1, 1.0 and True dump differently); None otherwise."""
+    out = []
+    for section, values in config.items():
+        if not isinstance(section, str) or not isinstance(values, Mapping):
+            return None
+        items = []
+        for k, v in values.items():
+            if not isinstance(k, str) or not isinstance(v, str | int | float | bool | None):
+                return None
+            items.append((k, type(v).__name__, v))
+        out.append((section, tuple(sorted(items, key=lambda i: i[0]))))
+    return tuple(sorted(out, key=lambda s: s[0]))
+
+
+@functools.lru_cache(maxsize=256)
+def _dump_flat(key: FlatKey) -> str:
+    """The YAML of a flat config, once per distinct config in a process: a pass over many
+    Workspaces of few presets dumps a handful, not one per Workspace."""
+    return yaml.safe_dump({section: {k: v for k, _t, v in items} for section, items in key},
+                          sort_keys=True)
 
 
 def service(ws: Workspace, multi: bool) -> Obj:

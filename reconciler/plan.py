@@ -42,17 +42,28 @@ def key_of(obj: Mapping[str, Any]) -> tuple[str, str]:
     return str(obj.get("kind")), str(obj.get("metadata", {}).get("name"))
 
 
-def project(desired: Any, actual: Any) -> Any:
-    """The part of `actual` that has the shape of `desired` (extra keys ignored)."""
-    if isinstance(desired, Mapping):
-        if not isinstance(actual, Mapping):
-            return actual
-        return {k: project(v, actual.get(k)) for k, v in desired.items()}
+def holds(desired: Any, actual: Any) -> bool:
+    """Whether `actual` has every value `desired` sets (extra keys, such as server defaults,
+    ignored; lists must match item by item). Stops at the first difference and builds
+    nothing: the converged pass asks this of every child of every Workspace, so an equal
+    subtree is settled by one C-level comparison and the walk uses plain loops."""
+    if desired == actual:
+        return True
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return False
+        for key, value in desired.items():  # noqa: SIM110 (a loop: no generator per node)
+            if not holds(value, actual.get(key)):
+                return False
+        return True
     if isinstance(desired, list):
         if not isinstance(actual, list) or len(actual) != len(desired):
-            return actual
-        return [project(d, a) for d, a in zip(desired, actual, strict=True)]
-    return actual
+            return False
+        for d, a in zip(desired, actual, strict=True):  # noqa: SIM110 (as above)
+            if not holds(d, a):
+                return False
+        return True
+    return False
 
 
 def drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
@@ -64,11 +75,11 @@ def drift(desired: Mapping[str, Any], actual: Mapping[str, Any]) -> str:
     if desired.get("kind") in RECREATE_KINDS:
         return ""
     for part in ("spec", "data"):
-        if part in desired and project(desired[part], actual.get(part)) != desired[part]:
+        if part in desired and not holds(desired[part], actual.get(part)):
             return f"{part} was changed outside the reconciler"
     md = desired.get("metadata", {})
     for field in ("labels", "ownerReferences"):
-        if project(md.get(field), actual.get("metadata", {}).get(field)) != md.get(field):
+        if not holds(md.get(field), actual.get("metadata", {}).get(field)):
             return f"metadata.{field} was changed outside the reconciler"
     return ""
 

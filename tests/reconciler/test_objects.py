@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.common import ANNOTATION_SPEC_HASH, spec_hash
 from reconciler.expansion import prepare
-from reconciler.objects import ObjectsError, desired_objects
+from reconciler.objects import ObjectsError, _dump_flat, _flat_key, desired_objects
 from reconciler.podparts import startup_budget_s
 from tests.reconciler.helpers import catalog, phi3, tuning_ws
 from tests.support.golden import check_golden
@@ -107,3 +110,28 @@ def test_ttl_comes_from_the_annotation_and_bad_values_are_refused() -> None:
     ws["metadata"]["annotations"]["kaito.sh/tuning-ttl-seconds"] = "soon"
     with pytest.raises(ValueError, match="whole number"):
         render(ws, ["n"])
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.dictionaries(st.text(max_size=8), _SCALARS,
+                                                            max_size=5), max_size=3))
+def test_a_config_dumped_once_per_process_reads_the_same_as_dumped_each_time(
+        config: dict[str, dict[str, Any]]) -> None:
+    """The config ConfigMap's YAML is cached per distinct config: the cache must never hand
+    one config another's text (1, 1.0 and True are equal in Python, not in YAML)."""
+    key = _flat_key(config)
+    assert key is not None
+    assert _dump_flat(key) == yaml.safe_dump(config, sort_keys=True)
+    for a, b in ((1, 1.0), (1, True), (0, False)):
+        key_a, key_b = _flat_key({"s": {"k": a}}), _flat_key({"s": {"k": b}})
+        assert key_a is not None
+        assert key_b is not None
+        assert _dump_flat(key_a) != _dump_flat(key_b)
+
+
+def test_a_config_with_nested_values_is_not_cached_and_still_dumped() -> None:
+    assert _flat_key({"vllm": {"k": [1, 2]}}) is None
+    assert _flat_key({"vllm": 3}) is None

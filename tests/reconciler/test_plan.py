@@ -5,8 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from reconciler.common import with_hash
-from reconciler.plan import plan, project
+from reconciler.plan import holds, plan
 
 Obj = dict[str, Any]
 
@@ -60,6 +63,43 @@ def test_a_new_spec_hash_updates_and_a_changed_job_is_recreated() -> None:
     assert [a.op for a in plan([job2], [job])] == ["delete"]
 
 
-def test_project_keeps_only_the_desired_shape() -> None:
-    assert project({"a": [{"b": 1}]}, {"a": [{"b": 1, "c": 2}], "d": 3}) == {"a": [{"b": 1}]}
-    assert project({"a": [1, 2]}, {"a": [1]}) == {"a": [1]}
+def test_holds_ignores_what_the_server_added_and_nothing_else() -> None:
+    assert holds({"a": [{"b": 1}]}, {"a": [{"b": 1, "c": 2}], "d": 3})
+    assert not holds({"a": [1, 2]}, {"a": [1]})
+    assert not holds({"a": {"b": 1}}, {"a": [1]})
+    assert not holds({"a": 1}, {})
+    assert holds({"a": None}, {})  # an absent key reads as null, as the API shows it
+
+
+def _projection(desired: Any, actual: Any) -> Any:
+    """The part of `actual` that has the shape of `desired`: the definition `holds` keeps."""
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return actual
+        return {k: _projection(v, actual.get(k)) for k, v in desired.items()}
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(actual) != len(desired):
+            return actual
+        return [_projection(d, a) for d, a in zip(desired, actual, strict=True)]
+    return actual
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["x", "y"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["a", "b", "c"]), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON, _JSON)
+def test_holds_is_the_projection_compared(desired: Any, actual: Any) -> None:
+    assert holds(desired, actual) == (_projection(desired, actual) == desired)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.dictionaries(st.sampled_from(["d", "e"]), _JSON, max_size=2))
+def test_what_the_server_adds_is_never_drift(desired: Any, extra: dict[str, Any]) -> None:
+    assert holds(desired, desired)
+    if isinstance(desired, dict):
+        assert holds(desired, {**extra, **desired})
