@@ -182,8 +182,20 @@ class Kube:
         path = resource_path(api_version, kind, namespace, name)
         return self._exchange("GET", path, None, None, "application/json", METADATA_ONLY)
 
+    def get_text(self, path: str, query: Mapping[str, str] | None = None) -> str:
+        """GET a plain-text subresource (a container's log), decoded as UTF-8 with
+        replacement: a log is whatever the container wrote. The apiserver refuses an Accept
+        of text/plain for pods/log (406); it sends text/plain to */*, as kubectl asks."""
+        data = self._raw("GET", path, query, None, "application/json", "*/*")
+        return data.decode("utf-8", "replace")
+
     def _exchange(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
                   content_type: str, accept: str) -> Obj:
+        data = self._raw(method, path, query, body, content_type, accept)
+        return json.loads(data) if data else {}
+
+    def _raw(self, method: str, path: str, query: Mapping[str, str] | None, body: Any,
+             content_type: str, accept: str) -> bytes:
         q = dict(query or {})
         url_path = path + (f"?{urlencode(q)}" if q else "")
         status, data = self._send(method, url_path, body, content_type, accept)
@@ -194,7 +206,7 @@ class Kube:
             )
         if status >= 300 or status == 0:
             raise _error(status, data)
-        return json.loads(data) if data else {}
+        return data
 
     def _send(self, method: str, url_path: str, body: Any, ctype: str,
               accept: str = "application/json") -> tuple[int, bytes]:

@@ -4,11 +4,13 @@ Covers what users of Kaito ask about most: unschedulable pods (no matching node,
 image pull back-off, OOMKilled, crash loops (with the last line the container wrote, which
 the kubelet puts in the termination message thanks to FallbackToLogsOnError), failed
 containers (the tuning job writes bad-data and push-denied reasons there) and probes that
-do not pass. Pure: reads the pod dicts it is given.
+do not pass; and, while weights download, how far they got (from the lines runtime.weights
+writes to the container's log). Pure: reads the pod dicts and log text it is given.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -166,3 +168,44 @@ def pods_milestones(pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         return {}
     common = set(each[0]).intersection(*each[1:])
     return {step: max(m[step] for m in each) for step in common}
+
+
+# --- weights download progress, read from the log of the container that fetches them --------
+
+# What runtime.weights.cache.Progress logs every few seconds while a download runs (the
+# format is a contract with the data plane: tests/reconciler/test_download_progress.py feeds
+# the real Progress's output through this pattern).
+PROGRESS_LINE = re.compile(
+    r"weights: (?P<key>\S+): (?P<done>\d+(?:\.\d+)?)(?: of (?P<total>\d+(?:\.\d+)?))? MiB "
+    r"downloaded \((?P<rate>\d+(?:\.\d+)?) MiB/s\)(?P<final>, done)?")
+# Containers that fetch weights through runtime.weights: the OCI puller (init), the model
+# server (from the Hub, before its /health passes) and the tuning Job's trainer.
+FETCHERS = (WEIGHTS_CONTAINER, "model", "train")
+
+
+def fetching_container(pod: Mapping[str, Any]) -> str | None:
+    """The container of this pod that may be downloading weights now: a fetcher that is
+    running and not yet ready (init containers first); None when there is none."""
+    st = pod.get("status") or {}
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        running = "running" in (cs.get("state") or {})
+        if cs.get("name") in FETCHERS and running and (cs.get("name") == "train"
+                                                       or not cs.get("ready")):
+            return str(cs["name"])
+    return None
+
+
+def download_progress(log_text: str) -> str | None:
+    """'downloading weights: 120.0 of 260.0 MiB (46 %) at 5.1 MiB/s' from the last progress
+    line in the log text, None when there is none or the last one says the download is done."""
+    lines = list(PROGRESS_LINE.finditer(log_text or ""))
+    if not lines or lines[-1]["final"]:
+        return None
+    last = lines[-1]
+    done, rate = float(last["done"]), float(last["rate"])
+    if last["total"] and float(last["total"]) > 0:
+        total = float(last["total"])
+        share = min(100, int(100 * done / total))
+        return (f"downloading weights: {done:.1f} of {total:.1f} MiB ({share} %) "
+                f"at {rate:.1f} MiB/s")
+    return f"downloading weights: {done:.1f} MiB so far at {rate:.1f} MiB/s"

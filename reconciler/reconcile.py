@@ -28,6 +28,7 @@ from reconciler.hfsizing import SizingError, catalog_for
 from reconciler.kube import Kube, KubeError
 from reconciler.lease import Lease
 from reconciler.objects import ObjectsError, desired_objects
+from reconciler.podstate import download_progress, fetching_container
 from reconciler.provision.base import NodeStatus, Provisioner, Snapshot
 from reconciler.servingsecrets import serving_secrets
 from reconciler.settings import Settings
@@ -292,16 +293,33 @@ def _converge(ctx: Pass, obj: Obj, key: Key) -> None:
     pods: list[Obj] = []
     live = workload is None or not _settled(workload, tuning) or (
         not tuning and not startup_complete(obj))  # the pass that saw it ready records it
+    progress = None
     if live:
         pods = ctx.world.pods(key) if children or workload else []
+        progress = fetch_progress(ctx.world, pods)
     startup = startup_input(obj, nodes.nodes, ctx.world.nodes, ctx.world.nodeclaims, live=live)
     _status(ctx, obj, Observed(generation=gen, tuning=tuning, error=error, nodes=nodes,
                                workload=workload, pods=pods,
                                target_nodes=int(prep.resolved.node_count), previous=previous,
-                               serving=_serving(prep), startup=startup))
+                               serving=_serving(prep), startup=startup,
+                               progress=progress))
     if error:
         ctx.summary.failed += 1
         ctx.summary.failures.append(f"{key[0]}/{key[1]}: {error[1]}")
+
+
+def fetch_progress(world: World, pods: list[Obj]) -> str | None:
+    """How far the first pod that is fetching weights got, from its container's log (one
+    log GET per starting Workspace per pass, none once its pods are ready)."""
+    for pod in pods:
+        container = fetching_container(pod)
+        if container is None:
+            continue
+        md = pod.get("metadata") or {}
+        text = world.log_tail(str(md.get("namespace")), str(md.get("name")), container)
+        said = download_progress(text or "")
+        return f"pod {md.get('name')}: {said}" if said else None
+    return None
 
 
 def _serving(prep: Prepared) -> tuple[int, str] | None:

@@ -43,6 +43,7 @@ class Observed:
     previous: Sequence[Obj] = field(default_factory=tuple)  # conditions already stored
     serving: tuple[int, str] | None = None  # (max-model-len, layout) of an inference preset
     startup: Startup | None = None  # the cold-start timeline's inputs (reconciler.startup)
+    progress: str | None = None  # "pod P: downloading weights: ..." while weights download
 
 
 def _cond(type_: str, ok: bool | None, reason: str, message: str, gen: int) -> Obj:
@@ -87,10 +88,22 @@ def _inference(o: Observed, resource: Obj) -> Obj:
     ok, summary = workload_ready(o.workload)
     if ok:
         return _cond(INFERENCE_READY, True, "InferenceReady", summary, o.generation)
-    why = explain_pods(o.pods)
+    why = _downloading(o) or explain_pods(o.pods)
     if why:
         return _cond(INFERENCE_READY, False, why[0], why[1], o.generation)
     return _cond(INFERENCE_READY, False, "InferenceNotReady", summary, o.generation)
+
+
+# What a pod status says while weights download: nothing worse is happening.
+_WAITING = frozenset({"ProbeFailing", "PodPending"})
+
+
+def _downloading(o: Observed) -> tuple[str, str] | None:
+    """DownloadingWeights with bytes, total and rate, unless the pods show a real problem."""
+    if not o.progress:
+        return None
+    why = explain_pods(o.pods)
+    return ("DownloadingWeights", o.progress) if why is None or why[0] in _WAITING else None
 
 
 def _job_state(job: Mapping[str, Any]) -> tuple[str, str]:
@@ -125,6 +138,7 @@ def _tuning(o: Observed, resource: Obj) -> tuple[Obj, Obj]:
         reason, text = why or _seen_before(o.previous, g) or ("TuningFailed", message)
         return started, _cond(WORKSPACE_SUCCEEDED, False, reason,
                               f"tuning Job {name} failed: {text}", g)
+    why = _downloading(o) or why
     if why:
         return started, _cond(WORKSPACE_SUCCEEDED, None, why[0], why[1], g)
     return started, _cond(WORKSPACE_SUCCEEDED, None, "TuningRunning",
@@ -132,7 +146,8 @@ def _tuning(o: Observed, resource: Obj) -> tuple[Obj, Obj]:
 
 
 # WorkspaceSucceeded reasons that say nothing about a failure's cause.
-_NO_CAUSE = frozenset({"TuningPending", "TuningRunning", "PodPending", "ProbeFailing"})
+_NO_CAUSE = frozenset({"TuningPending", "TuningRunning", "PodPending", "ProbeFailing",
+                       "DownloadingWeights"})
 
 
 def _seen_before(previous: Sequence[Mapping[str, Any]], gen: int) -> tuple[str, str] | None:

@@ -3,7 +3,8 @@
 `list_world` makes the pass's LIST calls (paged): Workspaces, Nodes, NodeClaims and the
 children by the `kaito.sh/workspace` label, each kept only when its controller owner
 reference names a listed Workspace by uid; Jobs only when some Workspace tunes, Pods only
-when a status needs them (lazily, once); a GET for each ConfigMap a Workspace names and
+when a status needs them (lazily, once), and the log tail of a pod that is fetching
+weights (one GET per Workspace still starting); a GET for each ConfigMap a Workspace names and
 for no other; Secrets never by LIST, only a metadata GET of one a Workspace's pods name
 (its API key Secret, its Ray token Secret), lazily, once per pass. `PassWriter` is the
 provisioners' Writer and the pass's own: AlreadyExists on create and NotFound on delete
@@ -35,6 +36,7 @@ CHILD_KINDS = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Se
                ("v1", "ConfigMap"))
 POLICY_KIND = ("networking.k8s.io/v1", "NetworkPolicy")  # multi-node Workspaces only
 COMPONENT = "kaito-reconciler"
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 20, 16384  # enough for the last progress line of a download
 READERS = 4  # LISTs in flight at once after the Workspaces' (the apiserver's default
 # max-requests-inflight is 400; four keep this process busy decoding while it encodes)
 
@@ -80,6 +82,21 @@ class World:
                     raise
                 self._secrets[key] = None
         return self._secrets[key]
+
+
+    def log_tail(self, namespace: str, pod: str, container: str) -> str | None:
+        """The last lines a container wrote (GET pods/log through the apiserver and the
+        node's kubelet); None when they cannot be read (the container has not started, the
+        kubelet is unreachable, the role may not read logs): the caller's status then says
+        what the pod status alone says, and the reason is logged."""
+        path = resource_path("v1", "Pod", namespace, pod) + "/log"
+        query = {"container": container, "tailLines": str(LOG_TAIL_LINES),
+                 "limitBytes": str(LOG_TAIL_BYTES)}
+        try:
+            return self.kube.get_text(path, query)
+        except KubeError as exc:
+            log.info("no log of %s/%s container %s: %s", namespace, pod, container, exc)
+            return None
 
 
 class ChildError(Exception):

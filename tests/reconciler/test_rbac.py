@@ -1,7 +1,8 @@
 """The ClusterRole grants exactly the verbs the reconciler's code paths use.
 
 The test drives every kind of write (create, drift update, stray delete, Job recreate,
-finalizer, status, Events, NodeClaim create and release) and the watch loop, collects the
+finalizer, status, Events, NodeClaim create and release), a pod still fetching weights (its
+log is read) and the watch loop, collects the
 calls the client recorded, and compares them with manifests/base/reconciler/rbac.yaml.
 """
 
@@ -73,6 +74,20 @@ def _multi(ns: str, label: str) -> dict[str, object]:
     return body
 
 
+def _fetching_pod(api: client.ApiClient, ns: str, workspace: str) -> None:
+    """A pod of the Workspace whose model container runs and is not ready yet, as while its
+    weights download: the pass reads its log tail (made with the test's own client)."""
+    core = client.CoreV1Api(api)
+    labels = {"kaito.sh/workspace": workspace, "kaito.sh/workspacenamespace": ns}
+    core.create_namespaced_pod(ns, client.V1Pod(
+        metadata=client.V1ObjectMeta(name=f"{workspace}-fetching", labels=labels),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="model", image="x")])))
+    core.patch_namespaced_pod_status(f"{workspace}-fetching", ns, {"status": {
+        "phase": "Running", "containerStatuses": [{
+            "name": "model", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"running": {"startedAt": "2026-12-03T00:00:00Z"}}}]}})
+
+
 def _drive(api: client.ApiClient, kube: Kube, ns: str, label: str, multi_label: str) -> None:
     ws = create_ws(api, ns, phi3("ws-a", label))
     multi = create_ws(api, ns, _multi(ns, multi_label))
@@ -113,6 +128,7 @@ def _drive(api: client.ApiClient, kube: Kube, ns: str, label: str, multi_label: 
                      {"data": {"inference_config.yaml": "edited: true\n"}})
     client.CustomObjectsApi(api).delete_namespaced_custom_object(
         "kaito.sh", "v1beta1", ns, "workspaces", "ws-k")
+    _fetching_pod(api, ns, "ws-a")
     for _ in range(3):
         reconcile(kube, ns)
     stop = threading.Event()

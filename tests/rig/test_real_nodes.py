@@ -6,8 +6,9 @@ fieldRefs, ConfigMap keys), volumes (emptyDir, ConfigMap), securityContext (user
 read-only root) and probes are honoured; ClusterIPs route (kube-proxy, hairpin too), pods reach the
 apiserver through the `kubernetes` Service and pods on another node; the failure reasons
 a real kubelet writes (ImagePullBackOff, CrashLoopBackOff, OOMKilled, a failing readiness
-probe) reach what the reconciler reads (reconciler.podstate). When a node cannot start,
-these tests fail with the rig's reason: they never skip.
+probe) reach what the reconciler reads (reconciler.podstate), and so does a container's log
+(the weights download progress). When a node cannot start, these tests fail with the rig's
+reason: they never skip.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient
 
+from crds.workspace import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from reconciler.kube import Kube as ReconcilerKube
 from reconciler.podstate import explain_pod
+from reconciler.reconcile import fetch_progress
+from reconciler.world import World
 from rig import hostnet
 from rig.cluster import ControlPlane
 from rig.kapi import Kube
@@ -202,6 +207,30 @@ def test_a_readiness_probe_that_fails_keeps_the_pod_unready_and_says_why(
     assert not ready(pod)
     assert explain_pod(pod) == ("ProbeFailing",
                                 "container main is running but /health does not pass yet")
+
+
+def test_weights_download_progress_is_read_from_the_pod_log_through_the_kubelet(
+        kube: Kube, namespace: str, node: str, image: str, pull_secret: str) -> None:
+    """The reconciler's one log read (GET pods/log: apiserver -> real kubelet -> dockerd)
+    turns the data plane's progress line into the status message while the pod is unready."""
+    line = ("2026-12-03 10:00:00,000 INFO runtime.weights.cache weights: "
+            "org--model@0123abc: 96.0 of 384.0 MiB downloaded (12.5 MiB/s)")
+    main = busybox(image, f"echo loading; echo '{line}'; exec httpd -f -p 8080 -h /www",
+                   readinessProbe={"httpGet": {"path": "/missing", "port": 8080},
+                                   "periodSeconds": 5})
+    main["name"] = "model"
+    body = pod_on(node, "fetching", [main])
+    body["metadata"]["labels"].update({LABEL_WORKSPACE: "ws-dl",
+                                       LABEL_WORKSPACE_NAMESPACE: namespace})
+    kube.create(f"/api/v1/namespaces/{namespace}/pods", body)
+    wait_pod(kube, namespace, "fetching", "the model container to run",
+             lambda p: p["status"].get("phase") == "Running")
+    world = World(ReconcilerKube(kube.api), namespace)
+    pods = world.pods((namespace, "ws-dl"))
+    assert [p["metadata"]["name"] for p in pods] == ["fetching"]
+    assert fetch_progress(world, pods) == (
+        "pod fetching: downloading weights: 96.0 of 384.0 MiB (25 %) at 12.5 MiB/s")
+    assert world.log_tail(namespace, "fetching", "no-such-container") is None
 
 
 def _waiting_reason(pod: dict[str, Any]) -> str:
