@@ -18,6 +18,7 @@ tmp_path, stopped and removed at the end), or send traffic anywhere but that con
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -38,12 +39,24 @@ from rig.kubelet import SimKubelet, always
 from tests.reconciler.helpers import catalog, conditions, phi3, provisioners, unique, wait
 from tests.support.cluster import NODECLAIM_CRD, WORKSPACE_CRD, install_crd
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+# A keep-alive TLS connection the SIGKILL cut is closed by the garbage collector, not by the
+# client library, and under `-W error` its ResourceWarning would fail whichever test the
+# collection lands in (seen once in two full runs). Only that warning is let through here;
+# which pooled connection is left for the collector is an open question (closing note).
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600),
+              pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")]
 NS = "restart"
 # name -> nodes it needs (resource.count); one Workspace needs two
 NEEDS = {"ws-a": 1, "ws-b": 1, "ws-c": 1, "ws-two": 2}
 SKU = "Standard_NC24ads_A100_v4"  # one GPU per node: one NodeClaim per replica
 CRASHED = ("kube-apiserver", "etcd")
+
+
+@pytest.fixture(autouse=True)
+def _collect_cut_connections() -> Iterator[None]:
+    """Collect the connections the crash cut while this module's warning filter holds."""
+    yield
+    gc.collect()
 
 
 class CrashPoint(Kube):
