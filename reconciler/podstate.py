@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from reconciler import weights
+
 Obj = dict[str, Any]
 
 PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -111,7 +113,7 @@ def explain_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
 
 # --- cold start: when each pod reached each step (RFC 3339 times from its status) ------------
 
-WEIGHTS_CONTAINER = "weights"  # the init container that fetches an OCI model (runtime.weights)
+WEIGHTS_CONTAINER = weights.CONTAINER  # the init container that fetches an OCI model
 
 
 def _started(status: Mapping[str, Any]) -> str | None:

@@ -88,7 +88,7 @@ def _inference(o: Observed, resource: Obj) -> Obj:
     ok, summary = workload_ready(o.workload)
     if ok:
         return _cond(INFERENCE_READY, True, "InferenceReady", summary, o.generation)
-    why = _downloading(o) or explain_pods(o.pods)
+    why = _downloading(o, explain_pods(o.pods))
     if why:
         return _cond(INFERENCE_READY, False, why[0], why[1], o.generation)
     return _cond(INFERENCE_READY, False, "InferenceNotReady", summary, o.generation)
@@ -98,12 +98,12 @@ def _inference(o: Observed, resource: Obj) -> Obj:
 _WAITING = frozenset({"ProbeFailing", "PodPending"})
 
 
-def _downloading(o: Observed) -> tuple[str, str] | None:
-    """DownloadingWeights with bytes, total and rate, unless the pods show a real problem."""
-    if not o.progress:
-        return None
-    why = explain_pods(o.pods)
-    return ("DownloadingWeights", o.progress) if why is None or why[0] in _WAITING else None
+def _downloading(o: Observed, why: tuple[str, str] | None) -> tuple[str, str] | None:
+    """DownloadingWeights with bytes, total and rate in place of `why` (what the pods say),
+    unless that is a real problem; `why` itself when nothing is downloading."""
+    if o.progress and (why is None or why[0] in _WAITING):
+        return "DownloadingWeights", o.progress
+    return why
 
 
 def _job_state(job: Mapping[str, Any]) -> tuple[str, str]:
@@ -138,7 +138,7 @@ def _tuning(o: Observed, resource: Obj) -> tuple[Obj, Obj]:
         reason, text = why or _seen_before(o.previous, g) or ("TuningFailed", message)
         return started, _cond(WORKSPACE_SUCCEEDED, False, reason,
                               f"tuning Job {name} failed: {text}", g)
-    why = _downloading(o) or why
+    why = _downloading(o, why)
     if why:
         return started, _cond(WORKSPACE_SUCCEEDED, None, why[0], why[1], g)
     return started, _cond(WORKSPACE_SUCCEEDED, None, "TuningRunning",

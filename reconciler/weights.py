@@ -30,6 +30,7 @@ AUTH_DIR = "/mnt/weights-auth"
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
 ALLOW_PRIVATE_ENV = "KAITO_OCI_ALLOW_PRIVATE"  # runtime.netcheck.ALLOW_PRIVATE_ENV
 WEIGHTS_CLI = ["python", "-m", "runtime.weights"]
+CONTAINER = "weights"  # the init container that pulls a model artifact (podstate reads it)
 
 
 def parse_cache(setting: str) -> Obj:
@@ -92,7 +93,7 @@ def puller(annotations: Mapping[str, str], settings: Mapping[str, Any], image: s
     mounts = [cache_mount()]
     if pull_secret:
         mounts.append({"name": "weights-auth", "mountPath": AUTH_DIR, "readOnly": True})
-    return {"name": "weights", "image": image, "command": [*WEIGHTS_CLI, "pull", f"oci://{ref}"],
+    return {"name": CONTAINER, "image": image, "command": [*WEIGHTS_CLI, "pull", f"oci://{ref}"],
             "env": env(annotations, settings, pull_secret), "volumeMounts": mounts,
             "terminationMessagePolicy": "FallbackToLogsOnError"}
 

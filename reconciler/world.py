@@ -83,7 +83,6 @@ class World:
                 self._secrets[key] = None
         return self._secrets[key]
 
-
     def log_tail(self, namespace: str, pod: str, container: str) -> str | None:
         """The last lines a container wrote (GET pods/log through the apiserver and the
         node's kubelet); None when they cannot be read (the container has not started, the

@@ -2,8 +2,8 @@
 
 The test drives every kind of write (create, drift update, stray delete, Job recreate,
 finalizer, status, Events, NodeClaim create and release), a pod still fetching weights (its
-log is read) and the watch loop, collects the
-calls the client recorded, and compares them with manifests/base/reconciler/rbac.yaml.
+log is read) and the watch loop, collects the calls the client recorded, and compares them
+with manifests/base/reconciler/rbac.yaml.
 """
 
 from __future__ import annotations
