@@ -195,10 +195,12 @@ def adapter_init_containers(
 def weights_init_containers(
     ws: Workspace, resolved: Resolved, settings: Mapping[str, Any] | None = None
 ) -> list[Obj]:
-    """The model artifact's puller (reconciler.weights), first of the init containers."""
+    """The cache's owner and the model artifact's puller (reconciler.weights), first of the
+    init containers, in that order."""
+    owner = weights.cache_owner(settings or {}, str(resolved.image))
     puller = weights.puller(ws.annotations, settings or {}, str(resolved.image),
                             _weights_pull_secret(ws))
-    return [puller] if puller is not None else []
+    return [x for x in (owner, puller) if x is not None]
 
 
 def _volume_source(adapter: Adapter) -> dict[str, Any] | None:

@@ -250,7 +250,8 @@ def tuning_job(
     image = str(resolved.image)
     gpus = int(resolved.gpus_per_node or 0)
     train = _train(ws, tuning, resolved, gpus, settings)
-    init = [_fetch(tuning, image, settings)]
+    owner = weights.cache_owner(settings, image)
+    init = [*([owner] if owner is not None else []), _fetch(tuning, image, settings)]
     output = _output(tuning)
     if output.image or output.volume_source:
         init.append(train)

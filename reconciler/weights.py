@@ -9,8 +9,11 @@ storage class allows) or `emptyDir` (per pod, nothing shared). A Workspace whose
 an OCI artifact (annotation kaito.sh/model-artifact, `kaito model push`) gets an init
 container that pulls it into the cache, digests checked, before the model starts.
 
-The runtime images run as a non-root user: a hostPath cache directory must exist on the
-node and be writable by that user (docs/contracts.md). Pure builders: no I/O, no clock,
+The runtime images run as a non-root user (uid 65532), and the kubelet creates a missing
+hostPath directory owned by root (mode 0755): a pod of one of our images with a hostPath
+cache therefore starts with `weights-cache-owner`, an init container that runs as root
+with the CHOWN capability alone and hands the cache directory (not its contents) to 65532.
+A node whose directory is already 65532's sees a no-op. Pure builders: no I/O, no clock,
 nothing but their arguments.
 """
 
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from crds.workspace import ANNOTATION_MODEL_ARTIFACT, ANNOTATION_USE_LOCAL_WEIGHTS
+from reconciler.podsecurity import NON_ROOT_UID, is_project_image
 
 Obj = dict[str, Any]
 
@@ -31,6 +35,7 @@ DOCKER_CONFIG_KEY = ".dockerconfigjson"
 ALLOW_PRIVATE_ENV = "KAITO_OCI_ALLOW_PRIVATE"  # runtime.netcheck.ALLOW_PRIVATE_ENV
 WEIGHTS_CLI = ["python", "-m", "runtime.weights"]
 CONTAINER = "weights"  # the init container that pulls a model artifact (podstate reads it)
+OWNER_CONTAINER = "weights-cache-owner"  # hands a hostPath cache to the images' user
 
 
 def parse_cache(setting: str) -> Obj:
@@ -49,6 +54,20 @@ def parse_cache(setting: str) -> Obj:
 def cache_volume(settings: Mapping[str, Any]) -> Obj:
     return {"name": CACHE_VOLUME, **parse_cache(str(settings.get("weights_cache")
                                                    or DEFAULT_CACHE))}
+
+
+def cache_owner(settings: Mapping[str, Any], image: str) -> Obj | None:
+    """The init container that makes a hostPath cache writable by uid 65532, or None.
+
+    Only for a hostPath cache (a PVC or emptyDir takes the pod's fsGroup) and only for the
+    project's images (they run as 65532; a user's own image keeps its own user)."""
+    if "hostPath" not in cache_volume(settings) or not is_project_image(image):
+        return None
+    owner = f"{NON_ROOT_UID}:{NON_ROOT_UID}"
+    return {"name": OWNER_CONTAINER, "image": image, "command": ["chown", owner, CACHE_DIR],
+            "volumeMounts": [cache_mount()], "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": {"runAsUser": 0, "runAsNonRoot": False,
+                                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}}
 
 
 def cache_mount() -> Obj:

@@ -18,6 +18,7 @@ import kubernetes_validate
 import pytest
 
 from presets.catalog import load_catalog
+from reconciler import weights
 from reconciler.expansion import prepare
 from reconciler.objects import desired_objects
 from runtime.jobstep import DEFAULT_TERMINATION_LOG, TERMINATION_LOG_ENV
@@ -226,7 +227,9 @@ def test_the_tuning_steps_hand_data_and_adapter_on_through_the_same_volumes(obj:
     steps = _steps(obj)
     fetch, train, push = (_one(steps, n) for n in ("fetch-data", "train", "push"))
     pod = fetch.pod
-    assert [c["name"] for c in pod["initContainers"]] == ["fetch-data", "train"]
+    # the default node cache is a hostPath: its owner goes first (reconciler.weights)
+    assert [c["name"] for c in pod["initContainers"]] == [
+        weights.OWNER_CONTAINER, "fetch-data", "train"]
     assert [c["name"] for c in pod["containers"]] == ["push"]
     _check_train(fetch, train, tuning)
     _check_push(train, push, tuning["output"])

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from presets.catalog import InstanceType
+from reconciler import weights
 from reconciler.podsecurity import harden_pod, node_resources, shm_size
 from tests.reconciler.helpers import catalog, phi3, tuning_ws
 from tests.reconciler.test_objects import CASES, _multi, render
@@ -39,7 +40,13 @@ def test_every_workload_pod_is_hardened(obj: Obj, nodes: list[str]) -> None:
             ctx = container["securityContext"]
             assert ctx["allowPrivilegeEscalation"] is False
             assert ctx["privileged"] is False
+            if container["name"] == weights.OWNER_CONTAINER:  # the one exception: it only
+                # hands the hostPath cache directory to 65532 (tests/reconciler/test_weights_pods)
+                assert container["command"][0] == "chown"
+                assert ctx["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+                continue
             assert ctx["capabilities"] == {"drop": ["ALL"]}
+            assert ctx.get("runAsNonRoot", True) is True
             resources = container["resources"]
             assert {"cpu", "memory"} <= set(resources["requests"])
             assert {"cpu", "memory"} <= set(resources["limits"])

@@ -78,11 +78,40 @@ def test_a_bad_cache_setting_is_refused_at_start(bad: str) -> None:
         Settings(weights_cache=bad)
 
 
-def test_a_model_artifact_is_pulled_by_the_first_init_container() -> None:
+@pytest.mark.parametrize(("setting", "owner"), [
+    (None, True), ("hostPath:/mnt/nvme/kaito", True), ("pvc:model-cache", False),
+    ("emptyDir", False)])
+def test_a_host_path_cache_is_handed_to_the_images_user_first(setting: str | None,
+                                                               owner: bool) -> None:
+    """The kubelet makes a missing hostPath directory root's (0755); our images run as 65532.
+    Only the directory is handed over, by uid 0 with CHOWN alone; a PVC or emptyDir gets the
+    pod's fsGroup instead, so no root container is added for it."""
+    pod = _pod({}, {"weights_cache": setting} if setting else {})
+    init = pod.get("initContainers", [])
+    if not owner:
+        assert all(c["name"] != weights.OWNER_CONTAINER for c in init)
+        return
+    first = init[0]
+    assert first["name"] == weights.OWNER_CONTAINER
+    assert first["command"] == ["chown", "65532:65532", weights.CACHE_DIR]
+    assert first["volumeMounts"] == [weights.cache_mount()]
+    assert first["image"] == pod["containers"][0]["image"]
+    assert first["securityContext"] == {
+        "allowPrivilegeEscalation": False, "privileged": False, "runAsUser": 0,
+        "runAsNonRoot": False, "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}
+
+
+def test_a_users_own_image_gets_no_cache_owner() -> None:
+    assert weights.cache_owner({}, "registry.example.com/custom:1") is None
+    assert weights.cache_owner({}, "ghcr.io/kaito-py/cpu-runtime:1") is not None
+
+
+def test_a_model_artifact_is_pulled_by_the_first_init_container_after_the_owner() -> None:
     pod = _pod({ANNOTATION_MODEL_ARTIFACT: REF, "kaito.sh/use-local-weights": "true"},
                {"weights_plain_http": True}, imagePullSecrets=["regcred"])
-    init = pod["initContainers"][0]
-    assert init["name"] == "weights"
+    names = [c["name"] for c in pod["initContainers"]]
+    assert names[:2] == [weights.OWNER_CONTAINER, "weights"]
+    init = pod["initContainers"][1]
     args = weights_parser().parse_args(init["command"][3:])
     assert (args.command, args.model) == ("pull", f"oci://{REF}")
     env = _env(init)
