@@ -25,8 +25,11 @@ with `HF_ENDPOINT` pointing here. The protocol below was read from the pinned cl
   on the repo's list.
 
 Every request is logged (method, host, path, status, whether a token was sent), so tests can
-show that a second start downloads nothing. It must not bind anything but 127.0.0.1 nor read
-files outside the folders handed to `add_repo`.
+show that a second start downloads nothing. It binds 127.0.0.1, or an address the rig made
+itself that pods can reach (the control plane's bridge address, handed in as `host`); there
+the "other origin" of the blobs is a second port of the same address, since `localhost`
+would be the pod itself. It must not bind anything else nor read files outside the folders
+handed to `add_repo`.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class HubRequest:
     path: str
     status: int
     token: bool  # an Authorization header was sent
+    client: str = ""  # the address the request came from (a pod's, on the rig's bridge)
 
     @property
     def is_download(self) -> bool:
@@ -126,35 +130,45 @@ def _hub_file(root: Path, path: Path) -> HubFile:
 class HubStub:
     """The server; `with running_hub() as hub:` starts it on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.repos: dict[str, HubRepo] = {}
         self.requests: list[HubRequest] = []
         self.corrupt: set[str] = set()  # sha256 of LFS blobs served with a flipped first byte
         self.blob_delay_s = 0.0  # a slow CDN: wait this long before sending an LFS blob
         self._lock = threading.Lock()
         self._secret = secrets.token_bytes(16)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.port = int(self._server.server_address[1])
+        self.host = host
+        self._servers = [ThreadingHTTPServer((host, 0), _handler_for(self))]
+        if host != "127.0.0.1":  # the blobs' origin: a second port (see the docstring)
+            self._servers.append(ThreadingHTTPServer((host, 0), _handler_for(self)))
+        for server in self._servers:
+            server.daemon_threads = True
+        self._threads = [threading.Thread(target=server.serve_forever, daemon=True)
+                         for server in self._servers]
+        self.port = int(self._servers[0].server_address[1])
 
     @property
     def endpoint(self) -> str:
         """The value for HF_ENDPOINT."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def cdn(self) -> str:
-        """Another origin on the same server (the client treats it as a CDN: no token)."""
-        return f"http://localhost:{self.port}"
+        """Another origin of the same hub (the client treats it as a CDN: no token)."""
+        if len(self._servers) == 1:
+            return f"http://localhost:{self.port}"
+        return f"http://{self.host}:{self._servers[1].server_address[1]}"
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def add_repo(
         self,
@@ -432,7 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
         # Logged before the answer leaves: a client that has its answer finds it in the log.
         self.hub.log(HubRequest(self.command, self.headers.get("Host", ""),
                                 urlsplit(self.path).path, status,
-                                bool(self.headers.get("Authorization"))))
+                                bool(self.headers.get("Authorization")),
+                                str(self.client_address[0])))
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)

@@ -185,8 +185,10 @@ class RealNodes:
     # -- start ---------------------------------------------------------------------------
     def start(self, name: str, *, labels: Mapping[str, str] | None = None,
               taints: Sequence[Mapping[str, str]] = (), gpus: int = 0,
+              extended: Mapping[str, int] | None = None,
               owner: str = "", timeout: float = 90.0) -> NodeTimes:
-        """Start node `name` and wait until it is Ready (and advertises its GPUs)."""
+        """Start node `name` and wait until it is Ready and advertises its GPUs and the other
+        `extended` resources (e.g. MIG slices: {"nvidia.com/mig-1g.10gb": 7})."""
         if not hostnet.can_make_links():
             raise RealNodeError("real nodes need root and iproute2 (`ip`)")
         try:
@@ -215,8 +217,9 @@ class RealNodes:
             data["nodes"][name] = rec  # recorded first: stop() can clean a half-made node
             self._save(data)
         try:
-            times = self._bring_up(name, rec, cp, dict(labels or {}), list(taints), gpus, t0,
-                                   timeout)
+            advertised = {**({GPU_RESOURCE: gpus} if gpus else {}), **(extended or {})}
+            times = self._bring_up(name, rec, cp, dict(labels or {}), list(taints), advertised,
+                                   t0, timeout)
         except BaseException as exc:
             tails = self.log_tails(name)
             with contextlib.suppress(Exception):
@@ -225,8 +228,8 @@ class RealNodes:
         return times
 
     def _bring_up(self, name: str, rec: dict[str, Any], cp: Mapping[str, Any],
-                  labels: dict[str, str], taints: list[Mapping[str, str]], gpus: int,
-                  t0: float, timeout: float) -> NodeTimes:
+                  labels: dict[str, str], taints: list[Mapping[str, str]],
+                  advertised: Mapping[str, int], t0: float, timeout: float) -> NodeTimes:
         deadline = t0 + timeout + 300.0 * len(self.preload)  # a pull of GBs takes a while
         node_dir, run = Path(rec["dir"]), Path(rec["run"])
         node_dir.mkdir(parents=True, exist_ok=True)
@@ -298,9 +301,10 @@ class RealNodes:
         late = {k: v for k, v in labels.items() if k not in early and k not in KUBELET_SET_LABELS}
         if late:
             kube.patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": late}}, "merge")
-        if gpus:
-            advertise_gpus(kube, name, gpus)
-        node = self._wait_node(kube, name, deadline, _schedulable)
+        for resource, count in advertised.items():
+            advertise(kube, name, resource, count)
+        node = self._wait_node(kube, name, deadline,
+                               lambda n: _schedulable(n) and _advertises(n, advertised))
         del node
         return NodeTimes(t_dockerd, t_kubelet, t_registered, time.monotonic() - t0)
 
@@ -492,7 +496,7 @@ def _kubelet_may_set(key: str) -> bool:
 
 
 def _schedulable(node: Mapping[str, Any]) -> bool:
-    """Ready, the not-ready taint gone, and the GPUs (if any) in allocatable."""
+    """Ready and the not-ready taint gone."""
     status = node.get("status") or {}
     ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                 for c in status.get("conditions") or [])
@@ -500,15 +504,20 @@ def _schedulable(node: Mapping[str, Any]) -> bool:
     return ready and "node.kubernetes.io/not-ready" not in taints
 
 
-def advertise_gpus(kube: Any, name: str, gpus: int) -> None:
-    """Put nvidia.com/gpu into the Node's status capacity (the extended-resource route).
+def advertise(kube: Any, name: str, resource: str, count: int) -> None:
+    """Put an extended resource (nvidia.com/gpu, a MIG slice) into the Node's status capacity.
 
     A JSON patch on the status subresource, as REAL_NODES.md recorded: it survives the
     kubelet's own status updates and the kubelet copies it into allocatable.
     """
-    path = f"/status/capacity/{GPU_RESOURCE.replace('/', '~1')}"
+    path = f"/status/capacity/{resource.replace('/', '~1')}"
     kube.patch(f"/api/v1/nodes/{name}/status",
-               [{"op": "add", "path": path, "value": str(gpus)}], "json")
+               [{"op": "add", "path": path, "value": str(count)}], "json")
+
+
+def _advertises(node: Mapping[str, Any], advertised: Mapping[str, int]) -> bool:
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    return all(allocatable.get(k) == str(v) for k, v in advertised.items())
 
 
 def _docker(run: Path, *args: str, timeout: float = 120.0,

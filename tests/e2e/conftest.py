@@ -11,9 +11,13 @@ start, the tests fail with the build's or the part's own message.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +69,7 @@ class InstallSpec:
     images: tuple[str, ...] = ("operator", "cpu-runtime")  # rig.images folders
     reconciler_args: tuple[str, ...] = ()  # appended to the reconciler CronJob's command
     pod_registry: bool = False  # also serve the registry on the control plane's address
+    hub: bool = False  # a Hub stand-in on that address, the reconciler's --hf-endpoint
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Installed:
     registry_host: str
     docs: list[dict[str, Any]]
     registry: Any = None  # rig.imageregistry.ImageRegistry
+    hub: Any = None  # rig.hubstub.HubStub (InstallSpec.hub)
+    nodes: Any = None  # rig.realnode.RealNodes of this control plane
     passes: int = 0
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0,
@@ -93,6 +100,66 @@ class Installed:
         self.passes += 1
         return operator.reconcile_pass(self.kubectl, f"test-pass-{self.passes}")
 
+    def container_log(self, pod: dict[str, Any], container: str) -> str:
+        """What `container` of `pod` wrote (every run of it), read from its node's dockerd.
+
+        Not through the kubelet: on the rig every kubelet shares the host's /var/log/pods
+        and removes the log folders of pods it does not know (tests/e2e/test_tuning_real)."""
+        node, name = pod["spec"]["nodeName"], pod["metadata"]["name"]
+        ids = self.nodes.docker(
+            node, "ps", "-aq", "--filter", f"label=io.kubernetes.pod.name={name}",
+            "--filter", f"label=io.kubernetes.container.name={container}").stdout.split()
+        assert ids, f"no container {container} of pod {name} on node {node}"
+        runs = [self.nodes.docker(node, "logs", i) for i in reversed(ids)]  # oldest first
+        return "".join(run.stdout + run.stderr for run in runs)
+
+    def conditions(self, name: str, namespace: str = "default") -> dict[str, dict[str, Any]]:
+        ws = self.get("workspace", "-n", namespace, name)
+        return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
+
+    def reconcile_until(self, name: str, condition: str, timeout: float,
+                        namespace: str = "default") -> dict[str, dict[str, Any]]:
+        """Run reconciler passes until the Workspace's `condition` is True; fail with the
+        conditions and the pods' state when it is not within `timeout` seconds."""
+        from rig import operator
+
+        deadline = time.monotonic() + timeout
+        conds: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            self.reconcile()
+            conds = self.conditions(name, namespace)
+            if conds.get(condition, {}).get("status") == "True":
+                return conds
+            time.sleep(2)
+        pytest.fail(f"{name}: {condition} not True after {timeout:.0f} s: {conds}\n"
+                    f"{operator.pods_state(self.kubectl, namespace)}", pytrace=False)
+
+    def apply_registry_secret(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        """The pod-side registry's credentials as a dockerconfigjson Secret; returns them."""
+        config = dict(self.registry.docker_config())
+        secret = {"apiVersion": "v1", "kind": "Secret",
+                  "type": "kubernetes.io/dockerconfigjson",
+                  "metadata": {"name": name, "namespace": namespace},
+                  "data": {".dockerconfigjson": base64.b64encode(
+                      json.dumps(config).encode()).decode()}}
+        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
+        return config
+
+    def push_model(self, preset: str, reference: str, config: dict[str, Any],
+                   work: Path) -> str:
+        """`kaito model push PRESET REFERENCE` to the pod side, as a user would; the digest."""
+        secret_file = work / "push-secret.json"
+        secret_file.write_text(json.dumps(config))
+        env = {**os.environ, "KAITO_OCI_ALLOW_PRIVATE": "1"}  # the rig's bridge address
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "kaito", "model", "push", preset, reference,
+             "--push-secret", str(secret_file), "--plain-http"],
+            capture_output=True, text=True, timeout=900, env=env, check=False)
+        assert done.returncode == 0, f"kaito model push failed:\n{done.stdout}\n{done.stderr}"
+        print(f"kaito model push {preset} -> {reference}: {time.monotonic() - started:.1f} s")
+        return str(json.loads(done.stdout.splitlines()[-1])["digest"])
+
 
 def _fail(what: str, exc: BaseException) -> NoReturn:
     pytest.fail(f"{what}:\n{exc}", pytrace=False)
@@ -112,6 +179,7 @@ def installed(request: pytest.FixtureRequest,
 
     from rig import operator
     from rig.cluster import ControlPlane, ControlPlaneError
+    from rig.hubstub import HubStub
     from rig.imageregistry import ImageRegistry, RegistryError, publish
     from rig.images import build, dockerd
     from rig.karpenter import SimKarpenter
@@ -122,6 +190,7 @@ def installed(request: pytest.FixtureRequest,
     cp = ControlPlane(state)
     registry = ImageRegistry(state)
     karpenter: SimKarpenter | None = None
+    hub: HubStub | None = None
     api: Any = None
     made_weights_dir = not WEIGHTS_HOST_DIR.parent.exists()
     try:
@@ -143,16 +212,20 @@ def installed(request: pytest.FixtureRequest,
             RealNodes(state).start("system-1")
         except RealNodeError as exc:
             _fail("the system node did not start", exc)
-        done = Installed(cp, host, [], registry)
+        args = spec.reconciler_args
+        if spec.hub:  # pods reach it on the control plane's bridge address
+            hub = HubStub(host=cp.address)
+            hub.start()
+            args = (*args, f"--hf-endpoint={hub.endpoint}")
+        preload = tuple((p.local, p.name) for p in published if "runtime" in p.name)
+        done = Installed(cp, host, [], registry, hub, RealNodes(state, preload=preload))
         done.kubectl("apply", "--validate=false", "-f", str(NODECLAIM_CRD))
-        overlay = operator.write_overlay(state / "overlay", host, build.version(),
-                                         spec.reconciler_args)
+        overlay = operator.write_overlay(state / "overlay", host, build.version(), args)
         done.docs = operator.render(done.kubectl, overlay)
         operator.apply(done.kubectl, done.docs, state / "overlay")
         operator.wait_installed(done.kubectl, timeout=300)
         api = config.new_client_from_config(config_file=str(cp.kubeconfig))  # type: ignore[no-untyped-call]
-        preload = tuple((p.local, p.name) for p in published if "runtime" in p.name)
-        karpenter = SimKarpenter(api, real_nodes=RealNodes(state, preload=preload))
+        karpenter = SimKarpenter(api, real_nodes=done.nodes)
         karpenter.fail("Standard_NC6s_v3")
         karpenter.start()
         yield done
@@ -161,6 +234,8 @@ def installed(request: pytest.FixtureRequest,
             karpenter.stop()
         if api is not None:
             api.close()
+        if hub is not None:
+            hub.stop()
         registry.stop(remove=True)
         cp.down()
         if made_weights_dir:

@@ -17,11 +17,7 @@ reason; it never skips.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -60,35 +56,6 @@ def _workspace(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == "Workspace")
 
 
-def _apply_secret(inst: Installed) -> dict[str, Any]:
-    config = inst.registry.docker_config()
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-              "metadata": {"name": SECRET, "namespace": NS},
-              "data": {".dockerconfigjson": base64.b64encode(
-                  json.dumps(config).encode()).decode()}}
-    inst.kubectl("apply", "-f", "-", input=json.dumps(secret))
-    return dict(config)
-
-
-def _push_weights(reference: str, config: dict[str, Any], tmp_path: Path) -> None:
-    """`kaito model push` of the preset's weights to the pod side, as a user would."""
-    secret_file = tmp_path / "push-secret.json"
-    secret_file.write_text(json.dumps(config))
-    env = {**os.environ, "KAITO_OCI_ALLOW_PRIVATE": "1"}  # the rig's bridge address
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "kaito", "model", "push", PRESET, reference,
-         "--push-secret", str(secret_file), "--plain-http"],
-        capture_output=True, text=True, timeout=900, env=env, check=False)
-    assert done.returncode == 0, f"kaito model push failed:\n{done.stdout}\n{done.stderr}"
-    print(f"kaito model push {PRESET} -> {reference}: {time.monotonic() - started:.1f} s")
-
-
-def _conditions(inst: Installed, name: str) -> dict[str, dict[str, Any]]:
-    ws = inst.get("workspace", "-n", NS, name)
-    return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
-
-
 def _job_pod(inst: Installed, name: str) -> dict[str, Any]:
     pods = inst.get("pods", "-n", NS, "-l", f"job-name={name}")["items"]
     done = [p for p in pods if p["status"].get("phase") == "Succeeded"]
@@ -107,9 +74,9 @@ def test_the_tuning_example_runs_as_a_real_job_and_pushes_its_adapter(
     docs = _docs(pod_host)
     ws = _workspace(docs)
     name = ws["metadata"]["name"]
-    config = _apply_secret(installed)
+    config = installed.apply_registry_secret(SECRET, NS)
     artifact = ws["metadata"]["annotations"]["kaito.sh/model-artifact"]
-    _push_weights(artifact.removeprefix("oci://"), config, tmp_path)
+    installed.push_model(PRESET, artifact.removeprefix("oci://"), config, tmp_path)
     manifest_file = tmp_path / "example.yaml"
     manifest_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     installed.kubectl("apply", "-n", NS, "-f", str(manifest_file))
@@ -118,7 +85,7 @@ def test_the_tuning_example_runs_as_a_real_job_and_pushes_its_adapter(
     conds: dict[str, dict[str, Any]] = {}
     while time.monotonic() - started < 1200:
         installed.reconcile()
-        conds = _conditions(installed, name)
+        conds = installed.conditions(name, NS)
         verdict = conds.get("WorkspaceSucceeded", {})
         if verdict.get("status") == "True":
             break
@@ -204,16 +171,7 @@ def test_an_inference_pod_pulls_the_tuned_adapter_in_its_init_container(
                                       "strength": "1.0"}]}}
     installed.kubectl("apply", "-f", "-", input=json.dumps(ws))
     started = time.monotonic()
-    conds: dict[str, dict[str, Any]] = {}
-    while time.monotonic() - started < 900:
-        installed.reconcile()
-        conds = _conditions(installed, name)
-        if conds.get("WorkspaceReady", {}).get("status") == "True":
-            break
-        time.sleep(3)
-    else:
-        pytest.fail(f"WorkspaceReady not True after 900 s: {conds}\n"
-                    f"{operator.pods_state(installed.kubectl, NS)}", pytrace=False)
+    installed.reconcile_until(name, "WorkspaceReady", 900, NS)
     print(f"the adapter Workspace was ready {time.monotonic() - started:.0f} s after apply")
     pod = installed.get("pods", "-n", NS, "-l", f"kaito.sh/workspace={name}")["items"][0]
     init = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
