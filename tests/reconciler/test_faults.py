@@ -1,4 +1,8 @@
-"""Faults between the reconciler and the API: no duplicates, convergence on a clean pass."""
+"""Faults between the reconciler and the API: no duplicates, convergence on a clean pass.
+
+Pods come from the simulated kubelet: the faults sit between the reconciler and the
+apiserver, and no container would change what is checked (real pods: tests/e2e).
+"""
 
 from __future__ import annotations
 

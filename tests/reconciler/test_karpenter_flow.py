@@ -1,4 +1,8 @@
-"""Seed phi-3 with the default (Karpenter) provisioner: NodeClaim, node, ready, deleted."""
+"""Seed phi-3 with the default (Karpenter) provisioner: NodeClaim, node, ready, deleted.
+
+The phi-3 pod needs vLLM's GPU image, which cannot run here: the simulated kubelet turns
+it ready (the same flow with real nodes and real pods: tests/e2e/test_operator_real.py).
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ Before issue L: any object labelled for a Workspace with a controller reference 
 Workspace (any uid) was taken as its child and overwritten or deleted; a same-named object
 owned by someone else made `create` "succeed" silently; and every 422 on an update deleted
 the child.
+
+Pods come from the simulated kubelet: ownership is decided on API objects alone.
 """
 
 from __future__ import annotations

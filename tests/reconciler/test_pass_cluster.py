@@ -1,4 +1,8 @@
-"""The reconcile pass against the real local control plane (issue D's acceptance)."""
+"""The reconcile pass against the real local control plane (issue D's acceptance).
+
+The V100 pods need vLLM's GPU image, which cannot run here: the simulated kubelet turns
+them ready (real pods: tests/e2e).
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,9 @@ dead server; both are then started again on the same data dir, ports and certs.
 
 It must not: touch the session's shared control plane (this test runs its own, in
 tmp_path, stopped and removed at the end), or send traffic anywhere but that control plane.
+
+Pods come from the simulated kubelet: a real node would not survive its control plane's
+SIGKILL any better, and what is checked is the API state.
 """
 
 from __future__ import annotations
@@ -262,6 +265,10 @@ def test_watch_mode_rides_out_the_crash_its_watches_drop_and_come_back(
     karpenter = SimKarpenter(api)
     kubelet = SimKubelet(api, nodes=lambda _node: True, policy=always("ready")).start()
     try:
+        # Every stream must be open before the crash for "opened again" to mean anything: on
+        # two busy cores a watch thread was seen to open its first stream after the restart.
+        wait(lambda: len({c.resource for c in crash.log.calls if c.verb == "watch"})
+             == len(WATCHED), 120, "every watched kind's stream open before the crash")
         _crash_and_restart(private_cp, crash, runner)
 
         def converged() -> bool:  # Karpenter's part only: the passes are the loop's
@@ -269,6 +276,11 @@ def test_watch_mode_rides_out_the_crash_its_watches_drop_and_come_back(
             return all(_ready(kube, name) for name in NEEDS)
 
         wait(converged, 300, "every Workspace Ready through watch mode", interval=0.5)
+        # convergence may come before a stream that met the dead server is back (it retries
+        # every 2 s): wait for every kind's second stream rather than assume it
+        wait(lambda: all(n >= 2 for n in Counter(
+            c.resource for c in crash.log.calls if c.verb == "watch").values()), 60,
+            "every watched kind's stream opened again after the restart")
         stop.set()
         # an event wakes the loop so that it sees `stop` now, not at the next resync
         kube.merge_patch(kube.request("GET", f"/apis/kaito.sh/v1beta1/namespaces/{NS}/"

@@ -1,7 +1,12 @@
 """Serving shapes on the real local control plane: a labelSelector-only BYO Workspace on a
 4-GPU node (data parallel, pods ask for the node's GPUs), a MIG Workspace (one slice), and
 a Workspace with its own pod template each reach their workload and a Ready status that
-shows the context and the layout (`kubectl get workspace -o wide`)."""
+shows the context and the layout (`kubectl get workspace -o wide`).
+
+These phi-3 pods need vLLM's GPU image, which cannot run here: the simulated kubelet turns
+them ready. The same three shapes serve SmolLM2 from the CPU runtime image in real pods on
+real nodes in tests/e2e/test_operator_real.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The seed's tuning Workspace: one pass makes the Job; its end shows in the status."""
+"""The seed's tuning Workspace: one pass makes the Job; its end shows in the status.
+
+The phi-3 QLoRA Job needs a GPU: the simulated kubelet makes it succeed or fail with a
+termination message (the SmolLM2 tuning Job runs for real: tests/e2e/test_tuning_real.py).
+"""
 
 from __future__ import annotations
 

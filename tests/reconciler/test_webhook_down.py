@@ -11,6 +11,8 @@ Workspaces are admitted and converge and invalid updates are refused again.
 
 It must not: register the webhook for any namespace but the test's own, or leave the
 webhook process (or its workers) running.
+
+Pods come from the simulated kubelet: deletion with the webhook down is about API calls.
 """
 
 from __future__ import annotations
