@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
+from reconciler import weights
 from reconciler.kube import Kube
 from rig.kubelet import SimKubelet
 from rig.nodes import create_gpu_node, delete_node
@@ -50,9 +51,11 @@ def test_tuning_job_has_the_steps_node_affinity_and_gpus_and_success_shows(
     assert first.failed == 0, (first.line(), first.failures)
     job = kube.list_items("batch/v1", "Job", namespace, "kaito.sh/workspace=ws-tune")[0]
     pod = job["spec"]["template"]["spec"]
-    assert [c["name"] for c in pod["initContainers"]] == ["fetch-data", "train"]
+    # the default node cache is a hostPath: its owner goes first (reconciler.weights)
+    init = {c["name"]: c for c in pod["initContainers"]}
+    assert list(init) == [weights.OWNER_CONTAINER, "fetch-data", "train"]
     assert [c["name"] for c in pod["containers"]] == ["push"]
-    assert pod["initContainers"][1]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert init["train"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     exprs = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"]
     assert {(e["key"], e["values"][0]) for e in exprs} == {
