@@ -113,8 +113,6 @@ def explain_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
 
 # --- cold start: when each pod reached each step (RFC 3339 times from its status) ------------
 
-WEIGHTS_CONTAINER = weights.CONTAINER  # the init container that fetches an OCI model
-
 
 def _started(status: Mapping[str, Any]) -> str | None:
     state = status.get("state") or {}
@@ -149,7 +147,7 @@ def pod_milestones(pod: Mapping[str, Any]) -> dict[str, str]:
         out["ImagePulled"] = min(starts)
     for s in inits:
         done = (s.get("state") or {}).get("terminated") or {}
-        if s.get("name") == WEIGHTS_CONTAINER and done.get("exitCode") == 0 and done.get(
+        if s.get("name") == weights.CONTAINER and done.get("exitCode") == 0 and done.get(
                 "finishedAt"):
             out["WeightsReady"] = str(done["finishedAt"])
     model = next((s for s in mains if s.get("name") == "model"), mains[0] if mains else None)
@@ -182,7 +180,7 @@ PROGRESS_LINE = re.compile(
     r"downloaded \((?P<rate>\d+(?:\.\d+)?) MiB/s\)(?P<final>, done)?")
 # Containers that fetch weights through runtime.weights: the OCI puller (init), the model
 # server (from the Hub, before its /health passes) and the tuning Job's trainer.
-FETCHERS = (WEIGHTS_CONTAINER, "model", "train")
+FETCHERS = (weights.CONTAINER, "model", "train")
 
 
 def fetching_container(pod: Mapping[str, Any]) -> str | None:
