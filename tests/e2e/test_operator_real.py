@@ -125,18 +125,7 @@ def _chat(url: str, body: bytes) -> str:
 def test_smollm2_is_served_by_the_cpu_runtime_image_in_a_real_pod(
         installed: Installed) -> None:
     installed.kubectl("apply", "-n", NS, "-f", str(SMOLLM))
-    deadline = time.monotonic() + 900
-    conds: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        installed.reconcile()
-        ws = installed.get("workspace", "-n", NS, "workspace-smollm2")
-        conds = {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
-        if conds.get("WorkspaceReady", {}).get("status") == "True":
-            break
-        time.sleep(2)
-    else:
-        pytest.fail(f"WorkspaceReady not True after 900 s: {conds}\n"
-                    f"{operator.pods_state(installed.kubectl, NS)}", pytrace=False)
+    installed.reconcile_until("workspace-smollm2", "WorkspaceReady", 900)
     pod = installed.get("pods", "-n", NS, "-l", "kaito.sh/workspace=workspace-smollm2")["items"][0]
     container = pod["spec"]["containers"][0]
     assert container["image"] == f"ghcr.io/kaito-py/cpu-runtime:{build.version()}"
@@ -145,14 +134,10 @@ def test_smollm2_is_served_by_the_cpu_runtime_image_in_a_real_pod(
     assert pod["status"]["containerStatuses"][0]["ready"] is True
     node = installed.get("node", pod["spec"]["nodeName"])
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("docker://")
-    body = json.dumps({"prompt": "What is the capital of France?",
-                       "generate_kwargs": {"max_new_tokens": 24}})
-    path = f"/api/v1/namespaces/{NS}/services/workspace-smollm2:80/proxy/chat"
-    via_proxy = installed.kubectl("create", "--raw", path, "-f", "-", input=body,
-                                  timeout=300).stdout
+    via_proxy = _proxy(installed, "workspace-smollm2", 80, "/chat", QUESTION)
     assert "paris" in via_proxy.lower(), via_proxy
     svc = installed.get("service", "-n", NS, "workspace-smollm2")
-    via_cluster_ip = _chat(f"http://{svc['spec']['clusterIP']}:80/chat", body.encode())
+    via_cluster_ip = _chat(f"http://{svc['spec']['clusterIP']}:80/chat", QUESTION.encode())
     assert "paris" in via_cluster_ip.lower(), via_cluster_ip
 
 
