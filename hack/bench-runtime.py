@@ -163,18 +163,19 @@ def _chat(url: str, tokens: int) -> float:
 def _stream(url: str, tokens: int) -> tuple[float, int, float]:
     import openai
 
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
-    body = openai_body(tokens)
-    start = time.perf_counter()
-    first, count = None, 0
-    for chunk in client.chat.completions.create(
-            model=body["model"], messages=body["messages"], max_tokens=tokens, temperature=0,
-            stream=True, stream_options={"include_usage": True}):
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.perf_counter() - start
-        if chunk.usage is not None:
-            count = chunk.usage.completion_tokens
-    return time.perf_counter() - start, count, first or 0.0
+    with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                       timeout=300) as client:
+        body = openai_body(tokens)
+        start = time.perf_counter()
+        first, count = None, 0
+        for chunk in client.chat.completions.create(
+                model=body["model"], messages=body["messages"], max_tokens=tokens, temperature=0,
+                stream=True, stream_options={"include_usage": True}):
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - start
+            if chunk.usage is not None:
+                count = chunk.usage.completion_tokens
+        return time.perf_counter() - start, count, first or 0.0
 
 
 def one_setting(threads: int, tokens: int, runs: int, env: dict[str, str]) -> dict[str, float]:

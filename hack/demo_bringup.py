@@ -139,7 +139,7 @@ def step_images(ctx: Ctx) -> None:
     try:
         ctx.registry_host = registry.start()
         ctx.steps.say(f"local registry (Debian's docker-registry) on {ctx.registry_host}")
-        published = publish(engine, ctx.registry_host, names,
+        published = publish(engine, registry, names,
                             lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
         ctx.pod_registry_host = registry.start_pod_side(ctx.cp.address)
         ctx.steps.say(f"the same registry for pods on {ctx.pod_registry_host} (the control "

@@ -6,7 +6,10 @@ from a public registry here. One Debian `docker-registry` per state dir listens 
 flag and no TLS are needed), without auth, its data under STATE/registry. `publish`
 tags each built image as 127.0.0.1:PORT/kaito-py/NAME:TAG in the image-build engine,
 pushes it (unchanged layers are skipped by the registry, so a warm push is seconds) and
-drops that tag again.
+drops that tag again. Each state dir's registry starts empty, so the first push would send
+every layer (GBs, a minute per runtime image): `publish` first links into it the layers
+the last publish on this machine kept (SEED_DIR, blobs hard-linked, outside the repo), then
+keeps the layers of what it pushed, and only those, for the next one.
 
 Pods cannot reach the host's loopback from their own network namespace, yet a tuning Job
 pushes its adapter and an inference pod's init container pulls one (and base weights, as
@@ -27,8 +30,10 @@ carries the log's tail or docker's output).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -41,11 +46,17 @@ from pathlib import Path
 from typing import Any
 
 from rig import procs
+from rig.k8sbuild import cache_root
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 HTPASSWD_BIN = "/usr/bin/htpasswd"
 PATH_PREFIX = "kaito-py"
 POD_USER = "kaito"
+# Layers of the images the last publish pushed: blobs/<algo>/<hex> (hard links of the
+# registry's own blob files, which it never rewrites) and repos/<repository>.json (the
+# digests each repository's last pushed image is made of). Content-addressed: a stale
+# entry only means a layer is sent again; docker verifies every digest it pulls.
+SEED_DIR = cache_root() / "registry-seed" / "v2"
 
 
 class RegistryError(RuntimeError):
@@ -264,13 +275,17 @@ def _answers(url: str, want: int = 200) -> bool:
         return False
 
 
-def publish(engine: Any, host: str, names: Sequence[str],
+def publish(engine: Any, registry: ImageRegistry, names: Sequence[str],
             say: Callable[[str], None] = print) -> list[Published]:
-    """Tag each built image as HOST/kaito-py/NAME:TAG in `engine` and push it there.
+    """Tag each built image as HOST/kaito-py/NAME:TAG in `engine` and push it to `registry`.
 
     engine: a rig.images.dockerd.Engine (the image-build dockerd). Layers the registry
-    already holds are not sent again.
+    already holds, or that the last publish kept (SEED_DIR), are not sent again.
     """
+    host = registry.host
+    seeded = _seed(registry.root / "data", names)
+    if seeded:
+        say(f"linked {seeded} layer(s) the last publish kept into the registry")
     out = []
     for name in names:
         started = time.monotonic()
@@ -284,4 +299,78 @@ def publish(engine: Any, host: str, names: Sequence[str],
         seconds = time.monotonic() - started
         say(f"pushed {target} ({seconds:.0f}s)")
         out.append(Published(name, target, seconds))
+    _keep_seed(registry, out)
     return out
+
+
+def _repository(name: str) -> str:
+    """ghcr.io/kaito-py/cpu-runtime:0.1.0 -> kaito-py/cpu-runtime."""
+    return local_name("", name).lstrip("/").rsplit(":", 1)[0]
+
+
+def _blob_path(root: Path, digest: str) -> Path:
+    algo, hexdigest = digest.split(":", 1)
+    return root / algo / hexdigest[:2] / hexdigest / "data"
+
+
+def _link(src: Path, dst: Path) -> None:
+    """dst becomes a hard link of src (a copy across file systems), written atomically."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}")
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def _seed(data: Path, names: Sequence[str]) -> int:
+    """Link the kept layers of `names`' repositories into registry storage `data`, as the
+    registry's filesystem driver lays out a pushed blob and a repository's link to it.
+    Returns how many were linked; a layer the seed lost is simply pushed."""
+    v2 = data / "docker" / "registry" / "v2"
+    linked = 0
+    for name in names:
+        repository = _repository(name)
+        try:
+            digests = json.loads((SEED_DIR / "repos" / f"{repository}.json").read_text())
+        except (FileNotFoundError, ValueError):
+            continue
+        for digest in digests:
+            target = _blob_path(v2 / "blobs", digest)
+            try:
+                if not target.exists():
+                    _link(_blob_path(SEED_DIR / "blobs", digest), target)
+            except FileNotFoundError:
+                continue  # pruned by a later publish: this layer is pushed
+            algo, hexdigest = digest.split(":", 1)
+            link = v2 / "repositories" / repository / "_layers" / algo / hexdigest / "link"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.write_text(digest)
+            linked += 1
+    return linked
+
+
+def _keep_seed(registry: ImageRegistry, published: Sequence[Published]) -> None:
+    """Keep the config and layers of each pushed image for the next publish; drop kept
+    blobs no repository names any more (the seed holds one version of each image)."""
+    blobs = registry.root / "data" / "docker" / "registry" / "v2" / "blobs"
+    for p in published:
+        repository = _repository(p.name)
+        _, manifest = registry.manifest(repository, p.name.rsplit(":", 1)[1])
+        digests = [manifest["config"]["digest"], *(la["digest"] for la in manifest["layers"])]
+        for digest in digests:
+            kept = _blob_path(SEED_DIR / "blobs", digest)
+            if not kept.exists():
+                _link(_blob_path(blobs, digest), kept)
+        record = SEED_DIR / "repos" / f"{repository}.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.tmp")
+        tmp.write_text(json.dumps(digests))
+        tmp.replace(record)
+    named = {d for r in (SEED_DIR / "repos").rglob("*.json") for d in json.loads(r.read_text())}
+    for data in (SEED_DIR / "blobs").glob("*/*/*/data"):
+        if f"{data.parent.parent.parent.name}:{data.parent.name}" not in named:
+            shutil.rmtree(data.parent)

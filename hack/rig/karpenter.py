@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from crds.workspace import API_VERSION, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from presets.catalog import Catalog, load_catalog
 from rig.kapi import KubeApiError
 from rig.nodes import create_gpu_node, node_body
@@ -62,6 +63,17 @@ def _instance_type(claim: Mapping[str, Any]) -> str:
         if req.get("key") == INSTANCE_TYPE_KEY and req.get("values"):
             return str(req["values"][0])
     return ""
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 class SimKarpenter:
@@ -185,11 +197,30 @@ class SimKarpenter:
             return
         labels, taints, gpus = self._labels_taints(claim, node_name, itype)
         times = self.real_nodes.start(node_name, labels=labels, taints=taints, gpus=gpus,
-                                      owner=claim["metadata"]["name"])
+                                      owner=claim["metadata"]["name"],
+                                      images=self._workspace_strings(claim))
         log.info("real node %s Ready in %.1fs", node_name, times.ready)
         self.core.patch_node(
             node_name, {"metadata": {"annotations": {MADE_BY: claim["metadata"]["name"]}}}
         )
+
+    def _workspace_strings(self, claim: Mapping[str, Any]) -> set[str] | None:
+        """Every string in the claim's Workspace, its pods' images among them, so that the
+        node pulls only the preloaded images its Workspace runs; None (pull them all) when
+        the Workspace cannot be read."""
+        labels = claim["metadata"].get("labels") or {}
+        name, namespace = labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
+        if not name or not namespace:
+            return None
+        group, version = API_VERSION.split("/")
+        try:
+            ws = self.custom.get_namespaced_custom_object(group, version, namespace,
+                                                          "workspaces", name)
+        except ApiException as exc:
+            log.warning("workspace %s/%s of %s not read (%s): its node pulls every image",
+                        namespace, name, claim["metadata"]["name"], exc.status)
+            return None
+        return set(_strings(ws))
 
     def _set_status(self, claim: Mapping[str, Any], status: dict[str, Any]) -> None:
         self.custom.patch_cluster_custom_object_status(

@@ -35,8 +35,11 @@ _LAUNCH = 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"'
 
 
 def start(argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
-          cwd: Path | None = None, timeout: float = 10.0) -> int:
+          cwd: Path | None = None, timeout: float = 10.0, becomes: str | None = None) -> int:
     """Start argv detached (own session, reparented to init), output to log; return its PID.
+
+    becomes: the program argv finally execs (argv is a wrapper such as unshare); the PID is
+    returned once it runs that program, or once it is gone.
 
     Detached so that it outlives this process (the tests' control plane is reused by the
     next session) without leaving a child Python would warn about or never reap.
@@ -62,7 +65,8 @@ def start(argv: Sequence[str], log: Path, *, env: dict[str, str] | None = None,
         # moment; that is not "gone", so only a missing /proc entry ends the wait early.
         while time.monotonic() < deadline:
             current = cmdline(pid)
-            if (current and current[0] == argv[0]) or not Path(f"/proc/{pid}").exists():
+            if (current and current[0] == (becomes or argv[0])) \
+                    or not Path(f"/proc/{pid}").exists():
                 return pid
             time.sleep(0.01)
     raise OSError(f"{argv[0]} did not start within {timeout}s; see {log}")

@@ -12,8 +12,11 @@ root, pidfile and cgroup parent on that bridge (no iptables of its own), registe
 a runc wrapper that clamps a negative oom_score_adj to 0 (this sandbox refuses negative
 values; RIG ONLY, never part of the product), the pause image imported from the cached
 static `pause` binary, and a kubelet (dockershim) whose client certificate is
-system:node:NAME. One kube-proxy (iptables mode) serves the host network namespace while
-any node runs, so ClusterIPs work, and one rig.clusterdns answers Service and StatefulSet
+system:node:NAME, run in a mount namespace of its own where /var/log/pods and
+/var/log/containers are its node's folders (kubelets sharing them delete each other's pod
+logs); its root dir is a shared mount, so the host's dockerd sees its volumes. One
+kube-proxy (iptables mode) serves the host network namespace while any node runs, so
+ClusterIPs work, and one rig.clusterdns answers Service and StatefulSet
 pod names on the control plane's address (every kubelet's --cluster-dns). GPU SKUs get
 `nvidia.com/gpu` in the Node's status capacity, which the real scheduler and kubelet honour.
 
@@ -40,7 +43,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,9 +189,13 @@ class RealNodes:
     def start(self, name: str, *, labels: Mapping[str, str] | None = None,
               taints: Sequence[Mapping[str, str]] = (), gpus: int = 0,
               extended: Mapping[str, int] | None = None,
-              owner: str = "", timeout: float = 90.0) -> NodeTimes:
+              owner: str = "", timeout: float = 90.0,
+              images: Collection[str] | None = None) -> NodeTimes:
         """Start node `name` and wait until it is Ready and advertises its GPUs and the other
-        `extended` resources (e.g. MIG slices: {"nvidia.com/mig-1g.10gb": 7})."""
+        `extended` resources (e.g. MIG slices: {"nvidia.com/mig-1g.10gb": 7}).
+
+        images: the names its pods will run; only those of `preload` are pulled (None: all
+        of them). A runtime image is GBs: a node pulls only what it will run."""
         if not hostnet.can_make_links():
             raise RealNodeError("real nodes need root and iproute2 (`ip`)")
         try:
@@ -218,8 +225,10 @@ class RealNodes:
             self._save(data)
         try:
             advertised = {**({GPU_RESOURCE: gpus} if gpus else {}), **(extended or {})}
+            preload = [(local, image) for local, image in self.preload
+                       if images is None or image in images]
             times = self._bring_up(name, rec, cp, dict(labels or {}), list(taints), advertised,
-                                   t0, timeout)
+                                   preload, t0, timeout)
         except BaseException as exc:
             tails = self.log_tails(name)
             with contextlib.suppress(Exception):
@@ -229,8 +238,9 @@ class RealNodes:
 
     def _bring_up(self, name: str, rec: dict[str, Any], cp: Mapping[str, Any],
                   labels: dict[str, str], taints: list[Mapping[str, str]],
-                  advertised: Mapping[str, int], t0: float, timeout: float) -> NodeTimes:
-        deadline = t0 + timeout + 300.0 * len(self.preload)  # a pull of GBs takes a while
+                  advertised: Mapping[str, int], preload: Sequence[tuple[str, str]],
+                  t0: float, timeout: float) -> NodeTimes:
+        deadline = t0 + timeout + 300.0 * len(preload)  # a pull of GBs takes a while
         node_dir, run = Path(rec["dir"]), Path(rec["run"])
         node_dir.mkdir(parents=True, exist_ok=True)
         run.mkdir(parents=True, exist_ok=True)
@@ -260,14 +270,17 @@ class RealNodes:
         t_dockerd = time.monotonic() - t0
         bin_dir = Path(cp["bin_dir"])
         _import_pause(node_dir, run, bin_dir / "pause")
-        for local, image in self.preload:
+        for local, image in preload:
             if time.monotonic() > deadline:
                 raise RealNodeError(f"no time left to pull {local}")
             _docker(run, "pull", local, timeout=max(10.0, deadline - time.monotonic()))
             _docker(run, "tag", local, image)
         kubeconfig = self._kubeconfig(name, node_dir, cp)
         certs = CertPaths.under(self.state_dir / "certs")
-        kubelet = [str(bin_dir / "kubelet"), f"--kubeconfig={kubeconfig}",
+        kubelet_root = node_dir / "kubelet"
+        _share_mounts_under(kubelet_root)
+        kubelet = [*_own_pod_log_dirs(node_dir / "logs"),
+                   str(bin_dir / "kubelet"), f"--kubeconfig={kubeconfig}",
                    "--container-runtime=docker",
                    f"--docker-endpoint=unix://{run / 'docker.sock'}",
                    f"--container-runtime-endpoint=unix://{run / 'dockershim.sock'}",
@@ -275,7 +288,7 @@ class RealNodes:
                    f"--experimental-dockershim-root-directory={node_dir / 'dockershim'}",
                    f"--pod-infra-container-image={PAUSE_IMAGE}", "--fail-swap-on=false",
                    "--cgroup-driver=cgroupfs", "--cgroups-per-qos=false",
-                   "--enforce-node-allocatable=", f"--root-dir={node_dir / 'kubelet'}",
+                   "--enforce-node-allocatable=", f"--root-dir={kubelet_root}",
                    f"--cert-dir={node_dir / 'kubelet-pki'}", f"--hostname-override={name}",
                    f"--node-ip={rec['ip']}", f"--address={rec['ip']}",
                    f"--healthz-bind-address={rec['ip']}", "--read-only-port=0",
@@ -292,7 +305,8 @@ class RealNodes:
         if taints:
             kubelet.append("--register-with-taints=" + ",".join(
                 f"{t['key']}={t.get('value', '')}:{t['effect']}" for t in taints))
-        self._set_pid(name, "kubelet", procs.start(kubelet, self.log(name, "kubelet")))
+        self._set_pid(name, "kubelet", procs.start(kubelet, self.log(name, "kubelet"),
+                                                   becomes=self._kubelet_bin()))
         t_kubelet = time.monotonic() - t0
         self._ensure_helpers(name, cp)
         kube = _kube(self.state_dir, cp)
@@ -562,7 +576,6 @@ def _remove_node_files(rec: Mapping[str, Any]) -> list[str]:
     _unmount_under(run)
     _unmount_under(node_dir)
     _remove_cgroups(rec["bridge"])
-    _remove_pod_logs(node_dir)
     if hostnet.delete_link(rec["bridge"]):
         done.append(f"bridge {rec['bridge']}")
     for d in (run, node_dir):
@@ -606,6 +619,43 @@ def _kill_leftovers(run: Path, cgroup_parent: str) -> list[str]:
     return [f"{len(killed)} leftover process(es) of {run.name}"] if killed else []
 
 
+# Run by `unshare --mount` in front of each kubelet: in the kubelet's own mount namespace,
+# bind its node's log folders over the fixed /var/log/pods and /var/log/containers (the
+# mount that holds them made private there first, so the binds never reach the host).
+_POD_LOGS_MOUNTS = ('mount --make-private "$(findmnt -n -o TARGET -T /var/log/pods)" && '
+                    'mount --bind "$0/pods" /var/log/pods && '
+                    'mount --bind "$0/containers" /var/log/containers && exec "$@"')
+
+
+def _own_pod_log_dirs(logs: Path) -> list[str]:
+    """The command that runs a kubelet with this node's own /var/log/pods and containers.
+
+    A kubelet writes its pods' logs under those fixed paths and, every minute, removes the
+    folders there of pods it does not know: kubelets sharing the host's folders delete
+    each other's logs (`kubectl logs` of a pod on another node then finds nothing). Each
+    kubelet here gets the folders of its node instead, in a mount namespace of its own.
+    """
+    for sub in ("pods", "containers"):
+        (logs / sub).mkdir(parents=True, exist_ok=True)
+    for d in POD_LOG_DIRS:  # the mount points; made ones are removed by _release_machine
+        d.mkdir(parents=True, exist_ok=True)
+    return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", _POD_LOGS_MOUNTS,
+            str(logs)]
+
+
+def _share_mounts_under(root: Path) -> None:
+    """Bind `root` onto itself as a shared mount, so that what the kubelet mounts under it
+    in its own mount namespace (secret and token tmpfs, subpaths) is seen by the node's
+    dockerd on the host. The kubelet makes this bind itself when missing, but in its own
+    namespace, where the host would not see it."""
+    root.mkdir(parents=True, exist_ok=True)
+    for argv in (["mount", "--bind", str(root), str(root)],
+                 ["mount", "--make-rshared", str(root)]):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RealNodeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
 def _unmount_under(node_dir: Path) -> None:
     prefix = str(node_dir) + "/"
     mounts = []
@@ -626,28 +676,6 @@ def _remove_cgroups(parent: str) -> None:
                 sub.rmdir()
         with contextlib.suppress(OSError):
             d.rmdir()
-
-
-def _remove_pod_logs(node_dir: Path) -> None:
-    """/var/log/pods/NS_NAME_UID of this node's pods and /var/log/containers links to them.
-
-    The kubelet writes these fixed paths itself; when it is stopped with pods still on the
-    node nobody else removes them.
-    """
-    pods_dir = node_dir / "kubelet" / "pods"
-    uids = {p.name for p in pods_dir.iterdir()} if pods_dir.is_dir() else set()
-    logs = Path("/var/log/pods")
-    gone = []
-    for d in logs.iterdir() if logs.is_dir() and uids else []:
-        if d.name.rsplit("_", 1)[-1] in uids:
-            shutil.rmtree(d, ignore_errors=True)
-            gone.append(str(d))
-    links = Path("/var/log/containers")
-    for link in links.iterdir() if links.is_dir() else []:
-        if link.is_symlink():
-            target = os.readlink(link)
-            if target.startswith(str(node_dir)) or any(target.startswith(g) for g in gone):
-                link.unlink()
 
 
 # -- the machine-wide owner of real nodes ---------------------------------------------------
@@ -702,9 +730,9 @@ def _pod_log_entries() -> dict[str, list[str] | None]:
 
 
 def _remove_new_pod_logs(before: Mapping[str, Any]) -> None:
-    """After the last node: what our kubelets left in their fixed log folders, and the
-    folders themselves if they made them. Only our kubelets write there (one state dir
-    runs real nodes on a machine); a crash-looping pod's folder can outlive its pod."""
+    """After the last node: the fixed log folders if we made them (as mount points for the
+    kubelets' own, _own_pod_log_dirs), and anything new in them. Our kubelets write their
+    logs under their node folders; this also clears what a rig of an older version left."""
     for d in POD_LOG_DIRS:
         if str(d) not in before or not d.is_dir():
             continue

@@ -103,8 +103,8 @@ class Installed:
     def container_log(self, pod: dict[str, Any], container: str) -> str:
         """What `container` of `pod` wrote (every run of it), read from its node's dockerd.
 
-        Not through the kubelet: on the rig every kubelet shares the host's /var/log/pods
-        and removes the log folders of pods it does not know (tests/e2e/test_tuning_real)."""
+        From the node's dockerd rather than `kubectl logs`, which gives only the current
+        or the previous run (tests/rig/test_real_nodes reads logs through the kubelet)."""
         node, name = pod["spec"]["nodeName"], pod["metadata"]["name"]
         ids = self.nodes.docker(
             node, "ps", "-aq", "--filter", f"label=io.kubernetes.pod.name={name}",
@@ -203,7 +203,7 @@ def installed(request: pytest.FixtureRequest,
             known = {i.folder: i for i in build.IMAGES}
             names = [build.build(engine, known[f], print).tag for f in spec.images]
             host = registry.start()
-            published = publish(engine, host, names)
+            published = publish(engine, registry, names)
             if spec.pod_registry:
                 registry.start_pod_side(cp.address)
         except (RuntimeError, OSError, RegistryError) as exc:

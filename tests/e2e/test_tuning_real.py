@@ -117,12 +117,15 @@ def test_the_tuning_example_runs_as_a_real_job_and_pushes_its_adapter(
         assert status["state"]["terminated"]["exitCode"] == 0, status
     node = installed.get("node", pod["spec"]["nodeName"])
     assert pod["spec"]["nodeName"].startswith("aks-")  # a node the Karpenter started for it
+    # the node pulled the image its Workspace runs, not every runtime image (GBs each)
+    held = installed.nodes.docker(pod["spec"]["nodeName"], "images", "--format",
+                                  "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert tuning_image in held
+    assert f"ghcr.io/kaito-py/cpu-runtime:{build.version()}" not in held
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("docker://")
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
-    # The steps' own logs are not read here: on the rig every kubelet shares the host's
-    # /var/log/pods and removes the log folders of pods it does not know (seen: a finished
-    # init container's log gone seconds later), so what they did is read from the registry.
+    # What the steps did is read from what they left: the adapter in the registry.
     output = ws["tuning"]["output"]["image"]
     repository, tag = output.split("/", 1)[1].rsplit(":", 1)
     assert installed.registry.tags(repository) == [tag]

@@ -50,11 +50,12 @@ def test_cpu_runtime_answers_chat_and_openai_with_smollm2(
         "prompt": QUESTION, "generate_kwargs": {"max_new_tokens": 24}})
     assert chat.status_code == 200, chat.text
     assert "Paris" in chat.json()["Result"], chat.text
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=180)
-    answer = client.chat.completions.create(
-        model="smollm2-135m-instruct", temperature=0, max_tokens=24,
-        messages=[{"role": "user", "content": QUESTION}])
-    assert "Paris" in (answer.choices[0].message.content or "")
+    with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                       timeout=180) as client:
+        answer = client.chat.completions.create(
+            model="smollm2-135m-instruct", temperature=0, max_tokens=24,
+            messages=[{"role": "user", "content": QUESTION}])
+        assert "Paris" in (answer.choices[0].message.content or "")
 
 
 def test_the_runtime_images_carry_no_control_plane_and_run_as_non_root(

@@ -145,10 +145,11 @@ def test_real_vllm_answers_chat_and_openai_through_our_front(
         "prompt": "What is the capital of France?", "generate_kwargs": {"max_new_tokens": 24}})
     assert chat.status_code == 200, chat.text
     assert "Paris" in json.dumps(chat.json()), chat.text
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=300)
-    answer = client.chat.completions.create(
-        model=PRESET, temperature=0, max_tokens=24,
-        messages=[{"role": "user", "content": "What is the capital of France?"}])
-    assert "Paris" in (answer.choices[0].message.content or "")
-    metrics = requests.get(url + "/metrics", timeout=30).text
-    assert "vllm:" in metrics, metrics[:2000]
+    with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                       timeout=300) as client:
+        answer = client.chat.completions.create(
+            model=PRESET, temperature=0, max_tokens=24,
+            messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert "Paris" in (answer.choices[0].message.content or "")
+        metrics = requests.get(url + "/metrics", timeout=30).text
+        assert "vllm:" in metrics, metrics[:2000]

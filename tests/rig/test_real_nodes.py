@@ -333,6 +333,13 @@ def test_pods_reach_the_apiserver_service_names_and_pods_on_another_node(
         assert client["spec"]["nodeName"] == other
         assert client["status"]["podIP"].split(".")[2] != get_pod(
             kube, namespace, "server")["status"]["podIP"].split(".")[2]
+        # Each kubelet keeps its pods' logs in its own node's folder: a kubelet removes the
+        # log folders of pods it does not know, so a shared /var/log/pods loses them.
+        for pod, on in (("client", other), ("server", node)):
+            uid = get_pod(kube, namespace, pod)["metadata"]["uid"]
+            folder = f"{namespace}_{pod}_{uid}"
+            assert (Path((real_nodes.record(on) or {})["dir"]) / "logs/pods" / folder).is_dir()
+            assert not (Path("/var/log/pods") / folder).exists()
     finally:
         real_nodes.stop(other, delete_node=True)
 

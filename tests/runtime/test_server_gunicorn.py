@@ -79,8 +79,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, ready_s: float, log: Pa
 
 def test_gunicorn_serves_chat_and_both_openai_endpoints(tiny_model_dir: Path,
                                                         tmp_path: Path) -> None:
-    with run_server(["--model", str(tiny_model_dir)], tmp_path) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+    with run_server(["--model", str(tiny_model_dir)], tmp_path) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                          timeout=60) as client:
         chat = requests.post(url + "/chat", json={"prompt": "hi"}, timeout=60)
         assert chat.status_code == 200
         assert isinstance(chat.json()["Result"], str)
@@ -165,8 +166,9 @@ def test_adapter_strength_0_is_the_base_and_1_is_the_adapter(
         tiny_model_dir: Path, adapter_dir: Path, tmp_path: Path) -> None:
     args = ["--model", str(tiny_model_dir), "--adapter", f"off={adapter_dir}:0",
             "--adapter", f"fr.v1={adapter_dir}:1.0"]
-    with run_server(args, tmp_path) as url:
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+    with run_server(args, tmp_path) as url, \
+            openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                          timeout=60) as client:
         ids = [m.id for m in client.models.list()]
         assert ids == ["tiny", "tiny:base", "tiny:off", "tiny:fr.v1"]
         base_text, base_lp = _logprobs(client, "tiny:base")

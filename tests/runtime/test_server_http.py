@@ -36,8 +36,10 @@ def base_url(tiny_model_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base_url + "/v1", api_key="none", max_retries=0, timeout=60)
+def client(base_url: str) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=base_url + "/v1", api_key="none", max_retries=0,
+                       timeout=60) as opened:  # closed: no pooled socket left to the GC
+        yield opened
 
 
 def _sse(resp: requests.Response) -> list[str]:

@@ -44,13 +44,13 @@ def test_smollm2_answers_paris_on_chat_and_openai(smollm2_cache: Path, tmp_path:
             "generate_kwargs": {"max_new_tokens": 24}}, timeout=120)
         assert chat.status_code == 200, chat.text
         assert "Paris" in chat.json()["Result"]
-        client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
-                               timeout=120)
-        stream = client.chat.completions.create(
-            model=PRESET, temperature=0, max_tokens=24, stream=True,
-            messages=[{"role": "user", "content": "What is the capital of France?"}])
-        assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream)
-        assert [m.id for m in client.models.list()] == [PRESET]
+        with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                                   timeout=120) as client:
+            stream = client.chat.completions.create(
+                model=PRESET, temperature=0, max_tokens=24, stream=True,
+                messages=[{"role": "user", "content": "What is the capital of France?"}])
+            assert "Paris" in "".join(c.choices[0].delta.content or "" for c in stream)
+            assert [m.id for m in client.models.list()] == [PRESET]
 
 
 @pytest.mark.slow

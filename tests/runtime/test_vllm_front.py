@@ -185,17 +185,18 @@ def test_chat_validates_before_calling_vllm(front: tuple[str, list[dict[str, Any
 def test_openai_client_goes_through_the_proxy_streaming_and_not(
         front: tuple[str, list[dict[str, Any]]]) -> None:
     url, _ = front
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=30)
-    assert [m.id for m in client.models.list()] == ["phi-4"]
-    msgs: Any = [{"role": "user", "content": "hi"}]
-    whole = client.chat.completions.create(model="phi-4", messages=msgs)
-    assert whole.choices[0].message.content == "Paris"
-    stream = client.chat.completions.create(model="phi-4", messages=msgs, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream) == "Paris"
-    text = client.completions.create(model="phi-4", prompt="a", stream=True)
-    assert "".join(c.choices[0].text for c in text) == "Paris"
-    with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model="other", messages=msgs)
+    with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                       timeout=30) as client:
+        assert [m.id for m in client.models.list()] == ["phi-4"]
+        msgs: Any = [{"role": "user", "content": "hi"}]
+        whole = client.chat.completions.create(model="phi-4", messages=msgs)
+        assert whole.choices[0].message.content == "Paris"
+        stream = client.chat.completions.create(model="phi-4", messages=msgs, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == "Paris"
+        text = client.completions.create(model="phi-4", prompt="a", stream=True)
+        assert "".join(c.choices[0].text for c in text) == "Paris"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="other", messages=msgs)
 
 
 def test_the_answer_passes_byte_for_byte(front: tuple[str, list[dict[str, Any]]]) -> None:
@@ -247,12 +248,13 @@ def test_with_an_api_key_every_model_call_needs_the_bearer_token() -> None:
         good = {"Authorization": f"Bearer {KEY}"}
         chat = requests.post(url + "/chat", json={"prompt": "hi"}, headers=good, timeout=30)
         assert chat.json() == {"Result": "Paris"}
-        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
-        text = client.completions.create(model="phi-4", prompt="a", stream=True)
-        assert "".join(c.choices[0].text for c in text) == "Paris"
-        with pytest.raises(openai.AuthenticationError):
-            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0,
-                          timeout=30).models.list()
+        with openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0,
+                           timeout=30) as client:
+            text = client.completions.create(model="phi-4", prompt="a", stream=True)
+            assert "".join(c.choices[0].text for c in text) == "Paris"
+        with openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0,
+                           timeout=30) as wrong, pytest.raises(openai.AuthenticationError):
+            wrong.models.list()
     with pytest.raises(ValueError, match="empty"):
         create_front_app("http://127.0.0.1:9", api_key="")
 
@@ -499,11 +501,12 @@ def test_the_pod_command_streams_through_and_says_when_vllm_died(
         pod: tuple[str, subprocess.Popen[bytes], Path]) -> None:
     url, proc, pid_file = pod
     _healthy(url, proc)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=30)
-    text = client.completions.create(model="m", prompt="a", stream=True)
-    # vLLM got the model and keeps its compile caches on the node cache volume
-    cache = pid_file.parent / "cache" / "compile" / "vllm"
-    assert "".join(c.choices[0].text for c in text) == f"smollm2-135m-instruct|{cache}"
+    with openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0,
+                       timeout=30) as client:
+        text = client.completions.create(model="m", prompt="a", stream=True)
+        # vLLM got the model and keeps its compile caches on the node cache volume
+        cache = pid_file.parent / "cache" / "compile" / "vllm"
+        assert "".join(c.choices[0].text for c in text) == f"smollm2-135m-instruct|{cache}"
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
     deadline = time.monotonic() + 30
     while True:  # at first vLLM's port may just be closed: 503 unreachable, then this
@@ -551,8 +554,9 @@ def test_the_pod_command_reads_the_api_key_file_and_refuses_an_empty_one(tmp_pat
     try:
         _healthy(url, proc)  # /health needs no key
         _refused(requests.post(url + "/v1/completions", json={"prompt": "a"}, timeout=30))
-        client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
-        text = client.completions.create(model="m", prompt="a", stream=True)
-        assert "".join(c.choices[0].text for c in text).startswith("smollm2-135m-instruct|")
+        with openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0,
+                           timeout=30) as client:
+            text = client.completions.create(model="m", prompt="a", stream=True)
+            assert "".join(c.choices[0].text for c in text).startswith("smollm2-135m-instruct|")
     finally:
         _end(proc)
