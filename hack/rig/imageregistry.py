@@ -283,7 +283,11 @@ def publish(engine: Any, registry: ImageRegistry, names: Sequence[str],
     already holds, or that the last publish kept (SEED_DIR), are not sent again.
     """
     host = registry.host
-    seeded = _seed(registry.root / "data", names)
+    try:
+        seeded = _seed(registry.root / "data", names)
+    except OSError as exc:  # the seed only saves time: without it every layer is pushed
+        seeded = 0
+        say(f"the layers kept in {SEED_DIR} could not be linked ({exc}): pushing them all")
     if seeded:
         say(f"linked {seeded} layer(s) the last publish kept into the registry")
     out = []
@@ -299,7 +303,10 @@ def publish(engine: Any, registry: ImageRegistry, names: Sequence[str],
         seconds = time.monotonic() - started
         say(f"pushed {target} ({seconds:.0f}s)")
         out.append(Published(name, target, seconds))
-    _keep_seed(registry, out)
+    try:
+        _keep_seed(registry, out)
+    except (OSError, ValueError, KeyError) as exc:
+        say(f"the pushed layers could not be kept in {SEED_DIR} for the next publish: {exc}")
     return out
 
 

@@ -79,3 +79,25 @@ def test_a_new_registry_gets_the_kept_layers_and_the_seed_keeps_one_version(
         engine.run("rmi", NAME, check=False)
     # removing the registries' data leaves the seed's files (links, not the only copy)
     assert _blob_file(seed / "blobs", new_layer).is_file()
+
+
+def test_a_broken_seed_costs_a_full_push_and_says_so_never_a_failed_publish(
+        engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed = tmp_path / "seed"
+    seed.write_text("not a folder")  # e.g. a cache a user mangled
+    monkeypatch.setattr(imageregistry, "SEED_DIR", seed)
+    registry = ImageRegistry(tmp_path / "a")
+    try:
+        _import(engine)
+        registry.start()
+        said: list[str] = []
+        published = publish(engine, registry, [NAME], said.append)
+        assert [p.name for p in published] == [NAME]
+        assert any(m.startswith(f"the pushed layers could not be kept in {seed}") for m in said)
+        _, manifest = registry.manifest(REPOSITORY, "1")  # pushed whole, served intact
+        layer = manifest["layers"][0]["digest"]
+        body = registry.blob(REPOSITORY, layer)
+        assert f"sha256:{hashlib.sha256(body).hexdigest()}" == layer
+    finally:
+        registry.stop(remove=True)
+        engine.run("rmi", NAME, check=False)
