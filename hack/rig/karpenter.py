@@ -9,8 +9,9 @@ instance type can be set to fail: the NodeClaim then gets Launched=False, reason
 LaunchFailed, with Azure's quota wording. When a NodeClaim goes away its Node goes too.
 
 Given `real_nodes` (rig.realnode.RealNodes), the Node is a REAL node: a kubelet with its own
-dockerd, registered with the claim's labels and taints, advertising the SKU's GPU count;
-the claim turns Registered/Initialized/Ready once that node is Ready, and deleting the
+dockerd, registered with the claim's labels and taints, advertising the SKU's GPU count,
+pulling only the preloaded images its Workspace names (runtime images are GBs each); the
+claim turns Registered/Initialized/Ready once that node is Ready, and deleting the
 claim stops the kubelet and dockerd and removes the node's containers. A real node that
 cannot start fails the claim (LaunchFailed) with the rig's reason.
 
