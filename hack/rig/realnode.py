@@ -63,6 +63,8 @@ OWNER_FILE = RUN_DIR / "realnodes.json"
 # socket or containerd's debug socket must fit in 108 bytes, and a state dir (pytest's
 # tmp_path) can be long. Logs and records stay in the state dir.
 NODES_DIR = Path("/var/lib/kaito-py/nodes")
+# A kubelet's fixed log folders: on the host only mount points for each kubelet's own
+POD_LOG_DIRS = (Path("/var/log/pods"), Path("/var/log/containers"))
 GPU_RESOURCE = "nvidia.com/gpu"
 HELPERS = ("kube-proxy", "cluster-dns")  # one each per state dir while any real node runs
 KUBELET_SET_LABELS = ("kubernetes.io/hostname", "kubernetes.io/os", "kubernetes.io/arch")
@@ -637,7 +639,7 @@ def _own_pod_log_dirs(logs: Path) -> list[str]:
     """
     for sub in ("pods", "containers"):
         (logs / sub).mkdir(parents=True, exist_ok=True)
-    for d in POD_LOG_DIRS:  # the mount points; made ones are removed by _release_machine
+    for d in POD_LOG_DIRS:  # the mount points; ones we made go in _release_machine
         d.mkdir(parents=True, exist_ok=True)
     return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", _POD_LOGS_MOUNTS,
             str(logs)]
@@ -715,38 +717,11 @@ def _claim_machine(state_dir: Path) -> None:
             f"{holder}`")
     # A dead holder's records are the originals: keep them.
     sysctls = current.get("sysctls") or hostnet.read_sysctls()
-    logs = current.get("pod_logs") or _pod_log_entries()
+    made = (current["made_log_dirs"] if "made_log_dirs" in current
+            else [str(d) for d in POD_LOG_DIRS if not d.is_dir()])
     OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
     OWNER_FILE.write_text(json.dumps({"state_dir": str(state_dir), "sysctls": sysctls,
-                                      "pod_logs": logs}))
-
-
-POD_LOG_DIRS = (Path("/var/log/pods"), Path("/var/log/containers"))
-
-
-def _pod_log_entries() -> dict[str, list[str] | None]:
-    """What the kubelet's fixed log folders hold now (None: the folder does not exist)."""
-    return {str(d): sorted(os.listdir(d)) if d.is_dir() else None for d in POD_LOG_DIRS}
-
-
-def _remove_new_pod_logs(before: Mapping[str, Any]) -> None:
-    """After the last node: the fixed log folders if we made them (as mount points for the
-    kubelets' own, _own_pod_log_dirs), and anything new in them. Our kubelets write their
-    logs under their node folders; this also clears what a rig of an older version left."""
-    for d in POD_LOG_DIRS:
-        if str(d) not in before or not d.is_dir():
-            continue
-        kept = set(before[str(d)] or [])
-        for entry in d.iterdir():
-            if entry.name in kept:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        if before[str(d)] is None:
-            with contextlib.suppress(OSError):
-                d.rmdir()
+                                      "made_log_dirs": made}))
 
 
 def _release_machine(state_dir: Path) -> list[str]:
@@ -754,7 +729,9 @@ def _release_machine(state_dir: Path) -> list[str]:
     if current.get("state_dir") != str(state_dir):
         return []
     restored = hostnet.restore_sysctls(dict(current.get("sysctls") or {}))
-    _remove_new_pod_logs(current.get("pod_logs") or {})
+    for made in current.get("made_log_dirs") or []:  # the kubelets' mount points, now empty
+        with contextlib.suppress(OSError):
+            Path(made).rmdir()
     OWNER_FILE.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         OWNER_FILE.parent.rmdir()

@@ -118,9 +118,11 @@ class Installed:
         return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
 
     def reconcile_until(self, name: str, condition: str, timeout: float,
-                        namespace: str = "default") -> dict[str, dict[str, Any]]:
+                        namespace: str = "default",
+                        pending: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
         """Run reconciler passes until the Workspace's `condition` is True; fail with the
-        conditions and the pods' state when it is not within `timeout` seconds."""
+        conditions and the pods' state when it is not within `timeout` seconds, or (given
+        `pending`) at once when it is False for a reason not among those."""
         from rig import operator
 
         deadline = time.monotonic() + timeout
@@ -128,8 +130,13 @@ class Installed:
         while time.monotonic() < deadline:
             self.reconcile()
             conds = self.conditions(name, namespace)
-            if conds.get(condition, {}).get("status") == "True":
+            verdict = conds.get(condition, {})
+            if verdict.get("status") == "True":
                 return conds
+            if pending is not None and verdict.get("status") == "False" \
+                    and verdict.get("reason") not in pending:
+                pytest.fail(f"{name}: {condition} False: {verdict}\n"
+                            f"{operator.pods_state(self.kubectl, namespace)}", pytrace=False)
             time.sleep(2)
         pytest.fail(f"{name}: {condition} not True after {timeout:.0f} s: {conds}\n"
                     f"{operator.pods_state(self.kubectl, namespace)}", pytrace=False)

@@ -82,20 +82,8 @@ def test_the_tuning_example_runs_as_a_real_job_and_pushes_its_adapter(
     installed.kubectl("apply", "-n", NS, "-f", str(manifest_file))
 
     started = time.monotonic()
-    conds: dict[str, dict[str, Any]] = {}
-    while time.monotonic() - started < 1200:
-        installed.reconcile()
-        conds = installed.conditions(name, NS)
-        verdict = conds.get("WorkspaceSucceeded", {})
-        if verdict.get("status") == "True":
-            break
-        if verdict.get("status") == "False" and verdict.get("reason") != "TuningPending":
-            pytest.fail(f"tuning failed: {verdict}\n{operator.pods_state(installed.kubectl, NS)}",
-                        pytrace=False)
-        time.sleep(3)
-    else:
-        pytest.fail(f"WorkspaceSucceeded not True after 1200 s: {conds}\n"
-                    f"{operator.pods_state(installed.kubectl, NS)}", pytrace=False)
+    conds = installed.reconcile_until(name, "WorkspaceSucceeded", 1200, NS,
+                                      pending=("TuningPending",))
     print(f"tuning Workspace succeeded {time.monotonic() - started:.0f} s after apply")
     assert conds["WorkspaceSucceeded"]["reason"] == "TuningSucceeded"
     assert conds["JobStarted"]["status"] == "True"
