@@ -4,7 +4,8 @@ Why: this is the README's first command. `up` does what a user does: builds our 
 pushes them to a (local) registry, installs the operator from manifests/ with kubectl, and
 then walks a newcomer through the SmolLM2 model answering "What is the capital of France?"
 from the CPU runtime image in a real pod on a real node (a kubelet with its own dockerd),
-a quota failure explained in status, and a Workspace refused for not fitting its GPUs.
+a LoRA tuning Job, the same model served by vLLM's CPU image, a quota failure explained in
+status, and a Workspace refused for not fitting its GPUs.
 The only stand-in is the cloud: a simulated Karpenter answers NodeClaims with real nodes.
 Every step is numbered and timed; a second `up` reuses what is already running. `down`
 stops exactly what `up` started: the Karpenter process, the real nodes (kubelets,

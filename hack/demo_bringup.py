@@ -16,14 +16,13 @@ simulated kubelet: when a real part cannot start, the demo stops with the reason
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from demo_agents import AGENTS_CONFIG, READY_FILE
+from demo_agents import AGENTS_CONFIG, READY_FILE, write_preload
 from demo_common import REPO, DemoError, Steps, demo_dir
 from demo_procs import Registry
 
@@ -113,10 +112,33 @@ def step_control_plane(ctx: Ctx) -> None:
 
 
 def step_images(ctx: Ctx) -> None:
-    from rig.imageregistry import ImageRegistry, RegistryError, publish
-    from rig.images import build, dockerd
+    from rig.imageregistry import ImageRegistry, RegistryError
 
     ctx.steps.begin("Images from images/ (rig.images), pushed to a local registry")
+    registry = ImageRegistry(ctx.state)
+    try:
+        ctx.registry_host = registry.start()
+        ctx.steps.say(f"local registry (Debian's docker-registry) on {ctx.registry_host}")
+        published = build_and_publish(ctx, DEMO_IMAGES)
+        ctx.pod_registry_host = registry.start_pod_side(ctx.cp.address)
+        ctx.steps.say(f"the same registry for pods on {ctx.pod_registry_host} (the control "
+                      "plane's bridge address; basic auth, plain HTTP): adapters go there")
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    write_preload(ctx.dir / AGENTS_CONFIG,
+                  [(p.local, p.name) for p in published if "runtime" in p.name])
+    ctx.steps.end()
+
+
+def build_and_publish(ctx: Ctx, folders: tuple[str, ...]) -> list[Any]:
+    """Build the images of `folders` (reusing unchanged ones) and push them to the demo's
+    registry (which must be running); rig.imageregistry.Published of each."""
+    from rig.imageregistry import ImageRegistry, publish
+    from rig.images import build, dockerd
+
+    def say(message: str) -> None:
+        ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {message}")
+
     try:
         engine = dockerd.ensure()
     except RuntimeError as exc:
@@ -124,31 +146,16 @@ def step_images(ctx: Ctx) -> None:
     ctx.steps.say(f"image-build engine {engine.host}{' (ours)' if engine.ours else ''}")
     known = {i.folder: i for i in build.IMAGES}
     names = []
-    for folder in DEMO_IMAGES:
-        ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {folder}: checking its inputs "
-                      "(a cold build takes minutes)")
+    for folder in folders:
+        say(f"{folder}: checking its inputs (a cold build takes minutes)")
         try:
-            done = build.build(engine, known[folder],
-                               lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
+            done = build.build(engine, known[folder], say)
         except (RuntimeError, OSError, ValueError) as exc:
             raise DemoError(f"building {folder} failed:\n{exc}") from exc
         verb = "reused (inputs unchanged)" if done.reused else f"built in {done.seconds:.0f} s"
-        ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {done.tag}: {verb}, {done.size_mb:.0f} MB")
+        say(f"{done.tag}: {verb}, {done.size_mb:.0f} MB")
         names.append(done.tag)
-    registry = ImageRegistry(ctx.state)
-    try:
-        ctx.registry_host = registry.start()
-        ctx.steps.say(f"local registry (Debian's docker-registry) on {ctx.registry_host}")
-        published = publish(engine, registry, names,
-                            lambda m: ctx.steps.say(f"[{ctx.steps.elapsed():5.0f} s] {m}"))
-        ctx.pod_registry_host = registry.start_pod_side(ctx.cp.address)
-        ctx.steps.say(f"the same registry for pods on {ctx.pod_registry_host} (the control "
-                      "plane's bridge address; basic auth, plain HTTP): adapters go there")
-    except RegistryError as exc:
-        raise DemoError(str(exc)) from exc
-    (ctx.dir / AGENTS_CONFIG).write_text(json.dumps(
-        {"preload": [[p.local, p.name] for p in published if "runtime" in p.name]}))
-    ctx.steps.end()
+    return publish(engine, ImageRegistry(ctx.state), names, say)
 
 
 def step_nodes(ctx: Ctx) -> None:

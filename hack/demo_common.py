@@ -18,9 +18,9 @@ class DemoError(RuntimeError):
 
 
 class Steps:
-    """Prints `[n/10] title` when a step starts and its elapsed seconds when it ends."""
+    """Prints `[n/11] title` when a step starts and its elapsed seconds when it ends."""
 
-    TOTAL = 10
+    TOTAL = 11
 
     def __init__(self) -> None:
         self.started = time.monotonic()

@@ -1,4 +1,5 @@
-"""Steps 5-10 of `make demo`: the terse Workspace, readiness, /chat, tuning, failures, usage.
+"""Steps 5-11 of `make demo`: the terse Workspace, readiness, /chat, tuning, vLLM, failures,
+usage.
 
 Why: hack/demo.py is the command line and demo_bringup brings the system up; this module
 is the walk-through itself, against the operator running as pods (the webhook admits, the
@@ -7,7 +8,10 @@ waits instead of waiting for the minute). Re-applying a Workspace is harmless (t
 keeps it `unchanged`), so a second `make demo` repeats the walk-through in seconds. The
 tuning step runs examples/smollm2-135m-tuning.yaml (REGISTRY_HERE replaced by the rig
 registry's pod side) as a real Job from the tuning image; a finished Job is reported again,
-not rerun.
+not rerun. The vLLM step comes after the Paris answer, so that building vLLM's CPU image
+(minutes on a fresh machine) never holds up the first answer: it publishes that image, has
+the simulated Karpenter preload it, and serves examples/smollm2-135m-vllm.yaml from it with
+the weights artifact the tuning step pushed (pushed here when absent).
 
 It must not: wait without a deadline, print a step without its number and time, or call
 any kubectl but the rig's.
@@ -21,10 +25,19 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 from typing import Any
 
-from demo_bringup import Ctx, step_control_plane, step_images, step_nodes, step_operator
+from demo_agents import AGENTS_CONFIG, read_preload, write_preload
+from demo_bringup import (
+    Ctx,
+    build_and_publish,
+    step_control_plane,
+    step_images,
+    step_nodes,
+    step_operator,
+)
 from demo_common import REPO, DemoError, Steps
 from demo_show import show_startup, show_usage, wait_for_condition, workspace_conditions
 
@@ -33,8 +46,10 @@ SMOLLM = REPO / "examples" / "smollm2-135m-instruct.yaml"
 PHI3 = REPO / "examples" / "kaito_workspace_phi_3.yaml"
 TOO_SMALL = REPO / "examples" / "llama-3.3-70b-too-small.yaml"
 TUNING = REPO / "examples" / "smollm2-135m-tuning.yaml"
+VLLM = REPO / "examples" / "smollm2-135m-vllm.yaml"
 TUNING_SECRET = "registry-secret"  # noqa: S105 (the Secret's name in the example)
 TUNING_TIMEOUT_S = 1200
+VLLM_TIMEOUT_S = 1200  # a new node pulls the 3.9 GB image; vLLM compiles the model on start
 QUESTION = "What is the capital of France?"
 
 
@@ -94,7 +109,14 @@ def step_wait_ready(ctx: Ctx) -> None:
 
 def step_chat(ctx: Ctx) -> None:
     ctx.steps.begin(f'POST /chat {{"prompt": "{QUESTION}"}} through its Service')
-    name = _name(SMOLLM)
+    _ask(ctx, _name(SMOLLM))
+    ctx.steps.say(f"Paris answered {ctx.steps.total():.1f} s after `make demo` started")
+    ctx.show("get", "workspace", "-n", NAMESPACE)
+    ctx.steps.end()
+
+
+def _ask(ctx: Ctx, name: str) -> None:
+    """POST /chat to Workspace `name` through its Service; the answer must say Paris."""
     body = json.dumps({"prompt": QUESTION, "generate_kwargs": {"max_new_tokens": 24}})
     image = ctx.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kaito.sh/workspace={name}",
                         "-o", "jsonpath={.items[0].status.containerStatuses[0].imageID}").stdout
@@ -109,15 +131,13 @@ def step_chat(ctx: Ctx) -> None:
     ctx.steps.say(f"answer: {text.strip()}")
     if "paris" not in text.lower():
         raise DemoError(f"the model's answer does not mention Paris: {text!r}")
-    ctx.steps.say(f"Paris answered {ctx.steps.total():.1f} s after `make demo` started")
-    ctx.show("get", "workspace", "-n", NAMESPACE)
-    ctx.steps.end()
 
 
-def _tuning_docs(ctx: Ctx) -> list[dict[str, Any]]:
+def _rendered(ctx: Ctx, path: Path) -> list[dict[str, Any]]:
+    """The example's documents with REGISTRY_HERE replaced by the registry's pod side."""
     import yaml
 
-    text = TUNING.read_text().replace("REGISTRY_HERE", ctx.pod_registry_host)
+    text = path.read_text().replace("REGISTRY_HERE", ctx.pod_registry_host)
     return [d for d in yaml.safe_load_all(text) if d]
 
 
@@ -186,7 +206,7 @@ def _events(ctx: Ctx, pod: str, container: str) -> list[dict[str, Any]]:
 def step_tuning(ctx: Ctx) -> None:
     ctx.steps.begin(f"Tune SmolLM2 with LoRA: {TUNING.relative_to(REPO)} as a real Job from "
                     "the tuning image, its adapter pushed to the registry")
-    docs = _tuning_docs(ctx)
+    docs = _rendered(ctx, TUNING)
     ws = next(d for d in docs if d["kind"] == "Workspace")
     name = str(ws["metadata"]["name"])
     secret = _push_secret(ctx)
@@ -253,6 +273,83 @@ def _show_tuning_result(ctx: Ctx, name: str, output: str) -> None:
     ctx.steps.say(f"registry tags of {repository}: {', '.join(registry.tags(repository))}")
 
 
+def step_vllm(ctx: Ctx) -> None:
+    from rig.imageregistry import ImageRegistry, RegistryError
+
+    ctx.steps.begin(f"The same model on vLLM: {VLLM.relative_to(REPO)}, vLLM's CPU image in a "
+                    "real pod, weights from the model artifact")
+    try:
+        published = build_and_publish(ctx, ("vllm-runtime",))
+    except RegistryError as exc:
+        raise DemoError(str(exc)) from exc
+    config = ctx.dir / AGENTS_CONFIG
+    names = {p.name for p in published}
+    write_preload(config, [*(p for p in read_preload(config) if p[1] not in names),
+                           *((p.local, p.name) for p in published)])
+    ctx.steps.say("the simulated Karpenter's nodes now also preload "
+                  f"{', '.join(sorted(names))}")
+    docs = _rendered(ctx, VLLM)
+    ws = next(d for d in docs if d["kind"] == "Workspace")
+    name = str(ws["metadata"]["name"])
+    secret = _push_secret(ctx)
+    artifact = str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"])
+    repository, tag = artifact.removeprefix("oci://").split("/", 1)[1].rsplit(":", 1)
+    try:
+        ImageRegistry(ctx.state).manifest(repository, tag)
+        ctx.steps.say(f"model artifact {artifact} is in the registry (the tuning step pushed it)")
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise DemoError(f"the registry did not answer for {artifact}: {exc}") from exc
+        _push_weights(ctx, artifact.removeprefix("oci://"), secret)
+    import yaml
+
+    rendered = ctx.dir / VLLM.name
+    rendered.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    ctx.show("apply", "-n", NAMESPACE, "-f", str(rendered))
+    wait_for_condition(
+        ctx, name, lambda c: c.get("WorkspaceReady", {}).get("status") == "True",
+        timeout=VLLM_TIMEOUT_S, tick=ctx.reconcile)
+    ctx.show("get", "pods", "-n", NAMESPACE, "-o", "wide", "-l", f"kaito.sh/workspace={name}")
+    command = ctx.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"kaito.sh/workspace={name}",
+                          "-o", "jsonpath={.items[0].spec.containers[0].command}").stdout
+    ctx.steps.say(f"its command (the reconciler's): {' '.join(json.loads(command))}")
+    show_startup(ctx, name, NAMESPACE)
+    _ask(ctx, name)
+    _ask_openai(ctx, name, str(ws["inference"]["preset"]["name"]))
+    ctx.show("get", "workspace", "-n", NAMESPACE)
+    ctx.steps.end()
+
+
+def _ask_openai(ctx: Ctx, name: str, model: str) -> None:
+    """POST /v1/chat/completions (vLLM's own OpenAI server, behind our front) through the
+    apiserver's service proxy. Sent with the API client, not `kubectl create --raw`: vLLM
+    takes only `Content-Type: application/json`, which kubectl 1.20 does not send."""
+    from kubernetes.client.exceptions import ApiException
+
+    body = {"model": model, "temperature": 0, "max_tokens": 24,
+            "messages": [{"role": "user", "content": QUESTION}]}
+    path = f"/api/v1/namespaces/{NAMESPACE}/services/{name}:80/proxy/v1/chat/completions"
+    ctx.steps.say(f"POST {path} (Content-Type: application/json) {json.dumps(body)}")
+    try:
+        reply = ctx.api.call_api("POST", ctx.api.configuration.host + path, header_params={
+            "Content-Type": "application/json", "Accept": "application/json"}, body=body,
+            _request_timeout=300)
+        reply.read()
+    except (ApiException, OSError) as exc:
+        raise DemoError(f"the OpenAI API through the service proxy failed: {exc}") from exc
+    answer = (reply.data or b"").decode(errors="replace")
+    if reply.status != 200:
+        raise DemoError(f"the OpenAI API through the service proxy answered {reply.status}: "
+                        f"{answer[:2000]}")
+    try:
+        text = str(json.loads(answer)["choices"][0]["message"]["content"])
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise DemoError(f"not an OpenAI chat completion: {answer[:2000]!r}") from None
+    ctx.steps.say(f"OpenAI API answer: {text.strip()}")
+    if "paris" not in text.lower():
+        raise DemoError(f"the model's answer does not mention Paris: {text!r}")
+
+
 def step_failures(ctx: Ctx) -> None:
     ctx.steps.begin("Every failure explained: phi-3 without quota, llama-3.3-70b that cannot fit")
     ctx.show("apply", "-n", NAMESPACE, "-f", str(PHI3))
@@ -289,6 +386,7 @@ def run_up(state: Path, steps: Steps) -> None:
             step_wait_ready,
             step_chat,
             step_tuning,
+            step_vllm,
             step_failures,
         ):
             step(ctx)

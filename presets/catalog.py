@@ -94,6 +94,7 @@ class ModelSpec:
     vllm_args: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     revision: str | None = None  # the Hugging Face commit the weights are fetched at
     weights_in_image: bool = False  # the transformers runtime image bakes the weights
+    vllm_on_cpu: bool = False  # vLLM's CPU build serves this transformers preset too
 
     def kv_cache_gib(self, tokens: int) -> float:
         """KV cache for `tokens` tokens of context, in GiB."""
@@ -186,6 +187,7 @@ def _model(raw: Mapping[str, Any]) -> ModelSpec:
         vllm_args=MappingProxyType(dict(raw.get("vllmArgs") or {})),
         revision=raw.get("revision"),
         weights_in_image=raw.get("weightsInImage", False),
+        vllm_on_cpu=raw.get("vllmOnCpu", False),
     )
 
 

@@ -22,6 +22,8 @@ IMAGE_RE = re.compile(
     r"(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
 )
 RUNTIMES = ("vllm", "transformers")
+# images: one per runtime, the tuning Job's, and vLLM's CPU build (presets/expand._image)
+IMAGE_KEYS = ("vllm", "transformers", "tuning", "vllm-cpu")
 ACCESS = ("public", "token", "private")
 DTYPES = ("bfloat16", "float16", "float32", "mxfp4", "fp8", "int8", "int4")
 CLOUDS = ("azure", "aws", "gcp")
@@ -108,6 +110,7 @@ MODEL_FIELDS: dict[str, Check] = {
     "hfId": _regex(HF_ID_RE, "a Hugging Face id org/name"),
     "revision": _regex(re.compile(r"^[0-9a-f]{40}$"), "a 40-hex Hugging Face commit id"),
     "weightsInImage": _bool,
+    "vllmOnCpu": _bool,
     "family": _str,
     "parametersB": _number(0, strict=True),
     "dtype": _one_of(DTYPES),
@@ -131,13 +134,14 @@ MODEL_FIELDS: dict[str, Check] = {
     "vllmArgs": _flag_map,
 }
 # May be left out: `revision` where no commit is known (main is fetched), `weightsInImage`
-# unless the runtime image bakes the weights, `image` is absent
+# unless the runtime image bakes the weights, `vllmOnCpu` unless vLLM's CPU build serves a
+# transformers preset, `image` is absent
 # exactly for `access: private` (the user brings it),
 # the MLA pair only for MLA models, the deprecation pair only for deprecated presets,
 # vllmArgs only for models that need extra vLLM flags to load (e.g. Mistral's formats).
 OPTIONAL_MODEL_FIELDS = frozenset(
-    {"revision", "weightsInImage", "image", "kvLoraRank", "qkRopeHeadDim", "deprecated",
-     "replacedBy", "vllmArgs"}
+    {"revision", "weightsInImage", "vllmOnCpu", "image", "kvLoraRank", "qkRopeHeadDim",
+     "deprecated", "replacedBy", "vllmArgs"}
 )
 
 INSTANCE_TYPE_FIELDS: dict[str, Check] = {
@@ -201,6 +205,9 @@ def _model_rule(raw: Any) -> list[str]:
         problems.append(f"{label}: a tuning preset needs loraTargetModules")
     if raw["runtime"] == "transformers" and raw["distributed"]:
         problems.append(f"{label}: the transformers runtime cannot be distributed")
+    if raw.get("vllmOnCpu") and raw["runtime"] != "transformers":
+        problems.append(f"{label}: vllmOnCpu is for transformers presets (a vllm preset "
+                        "already runs on vLLM)")
     if ("kvLoraRank" in raw) != ("qkRopeHeadDim" in raw):
         problems.append(f"{label}: kvLoraRank and qkRopeHeadDim go together (an MLA model)")
     return problems + _access_rule(raw, label) + _deprecation_rule(raw, label)
@@ -253,9 +260,9 @@ def check_models(doc: Any) -> list[str]:
     problems: list[str] = []
     images = doc.get("images") if isinstance(doc, Mapping) else None
     if not isinstance(images, Mapping):
-        problems.append("images: must be a mapping with vllm, transformers and tuning")
+        problems.append("images: must be a mapping with vllm, transformers, tuning and vllm-cpu")
     else:
-        for key in ("vllm", "transformers", "tuning"):
+        for key in IMAGE_KEYS:
             problem = pinned_image(images.get(key))
             if problem:
                 problems.append(f"images.{key}: {problem}")

@@ -2,7 +2,8 @@
 
 Why: the reconciler puts this command into the pod it creates; the webhook and the
 offline `render` may show it. Two shapes: our transformers server
-(`python -m runtime.serving.server ...`) and, for GPU presets, vLLM's OpenAI server behind
+(`python -m runtime.serving.server ...`) and, for GPU presets (and `kaito.sh/runtime: vllm`
+on a CPU-only node: vLLM's CPU image, float32), vLLM's OpenAI server behind
 our thin front (`python -m runtime.serving.vllm_front ... -- <vLLM arguments>`). Both take
 `--api-key-file PATH` (the model API then needs that key as a bearer token) when the pod
 mounts the Workspace's API key Secret there.
@@ -22,7 +23,7 @@ from crds.workspace import (
     PERFORMANCE_MODES,
     Workspace,
 )
-from presets.expand import Resolved
+from presets.expand import Resolved, runs_on_cpu
 from presets.fit import GPU_MEMORY_UTILIZATION
 
 SERVER_PORT = 5000
@@ -187,7 +188,9 @@ def vllm_arguments(
         options["distributed-executor-backend"] = "ray"
     if resolved.max_model_len:
         options["max-model-len"] = resolved.max_model_len
-    options["gpu-memory-utilization"] = GPU_MEMORY_UTILIZATION
+    # on a CPU-only node the KV cache is sized by VLLM_CPU_KVCACHE_SPACE (reconciler.podparts)
+    options["gpu-memory-utilization"] = (
+        None if runs_on_cpu(resolved.instance_type) else GPU_MEMORY_UTILIZATION)
     options["dtype"] = _dtype(resolved)
     mode = ws.annotations.get(ANNOTATION_PERFORMANCE_MODE)
     if mode in PERFORMANCE_MODES and mode != "balanced":  # balanced is vLLM's default
@@ -209,8 +212,12 @@ def vllm_arguments(
 def _dtype(resolved: Resolved) -> str:
     """The model's dtype for vLLM's --dtype: bfloat16 becomes float16 on GPUs without it
     (V100, T4); quantized checkpoints (fp8, mxfp4) are `auto`: vLLM reads them from the
-    checkpoint's own quantization config and accepts only float types here."""
+    checkpoint's own quantization config and accepts only float types here. On a CPU-only
+    node it is float32, as the CPU layout sizes it (presets.layout): most CPUs have no fast
+    16-bit matrix math, and SmolLM2-135M in bfloat16 no longer answers correctly."""
     model, sku = resolved.model, resolved.instance_type
+    if runs_on_cpu(sku):
+        return "float32"
     if model is None or model.dtype not in VLLM_DTYPES:
         return "auto"
     if model.dtype == "bfloat16" and sku is not None and sku.gpu_count and not sku.bf16:

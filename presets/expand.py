@@ -94,7 +94,15 @@ def _runtime(ws: Workspace, model: ModelSpec | None) -> str:
     return model.runtime if model else "vllm"
 
 
-def _image(ws: Workspace, model: ModelSpec | None, runtime: str, catalog: Catalog) -> str | None:
+def runs_on_cpu(sku: InstanceType | None) -> bool:
+    """A known instance type without GPUs: vLLM runs there from its CPU build."""
+    return sku is not None and sku.gpu_count == 0
+
+
+def _image(
+    ws: Workspace, model: ModelSpec | None, runtime: str, sku: InstanceType | None,
+    catalog: Catalog,
+) -> str | None:
     preset = _preset(ws)
     if preset is None:
         return None
@@ -102,8 +110,12 @@ def _image(ws: Workspace, model: ModelSpec | None, runtime: str, catalog: Catalo
         return preset.preset_options.image
     if ws.inference is None:
         return catalog.images.get("tuning")
-    if model is not None and (model.access == "private" or model.runtime == runtime):
-        return model.image  # None for a private preset: the user must bring the image
+    if model is not None and model.access == "private":
+        return None  # the user must bring the image
+    if runtime == "vllm" and runs_on_cpu(sku):
+        return catalog.images.get("vllm-cpu")
+    if model is not None and model.runtime == runtime:
+        return model.image
     return catalog.images.get(runtime)
 
 
@@ -182,7 +194,7 @@ def resolve(
         gpus_per_node=gpus,
         max_model_len=mml,
         runtime=runtime,
-        image=_image(ws, model, runtime, catalog),
+        image=_image(ws, model, runtime, sku, catalog),
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
         data_parallel_size=dp,

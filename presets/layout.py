@@ -34,7 +34,9 @@ memory holds after weights and overhead, capped at the model's own context (roun
 to a multiple of 1024 below that cap). More nodes than needed (`resource.count`) repeat a
 one-node layout on every node (replicas behind one Service) or lengthen a multi-node
 pipeline. A CPU-only node (gpu_count 0) runs transformers-runtime presets when its RAM
-holds weights x 2 (a float32 copy) + 2 GiB, at the sizing context.
+holds weights x 2 (a float32 copy) + 2 GiB, at the sizing context; for a preset that vLLM's
+CPU image may serve instead (catalog `vllmOnCpu`), plus vLLM's KV cache space on CPU
+(`cpu_kv_cache_gib`: 4 sequences of the served context in float32, at least 1 GiB).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from presets.catalog import InstanceType, ModelSpec
+from presets.catalog import GIB, KV_CACHE_DTYPE_BYTES, InstanceType, ModelSpec
 
 GPU_MEMORY_UTILIZATION = 0.9
 WEIGHT_LOAD_FACTOR = 1.02
@@ -54,6 +56,8 @@ CONTEXT_STEP = 1024
 DEFAULT_MAX_NODES = 8
 CPU_WEIGHT_FACTOR = 2.0
 CPU_RUNTIME_GIB = 2.0
+CPU_KV_SEQUENCES = 4  # vLLM on CPU: KV cache room for this many full-context sequences
+CPU_KV_DTYPE_BYTES = 4  # vLLM on CPU runs in float32 (presets.commands), its KV cache too
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,8 +205,17 @@ def _pipeline_why(model: ModelSpec, sku: InstanceType, t: int, nodes: int, limit
     return f"the model does not fit {node} nor {limit} of them"
 
 
+def cpu_kv_cache_gib(model: ModelSpec, max_model_len: int) -> int:
+    """vLLM's KV cache space on a CPU-only node (VLLM_CPU_KVCACHE_SPACE, whole GiB)."""
+    per_token = model.kv_bytes_per_token * CPU_KV_DTYPE_BYTES / KV_CACHE_DTYPE_BYTES
+    return max(1, math.ceil(per_token * max_model_len * CPU_KV_SEQUENCES / GIB))
+
+
 def _cpu(model: ModelSpec, sku: InstanceType, explicit: int | None, count: int | None) -> Layout:
+    context = sizing_context(model, explicit)
     ram = model.weights_gib * CPU_WEIGHT_FACTOR + CPU_RUNTIME_GIB
+    if model.vllm_on_cpu:
+        ram += cpu_kv_cache_gib(model, context)
     ok = model.runtime == "transformers" and ram <= sku.memory_gib
     return Layout(
         nodes=1 if ok else 0,
@@ -211,7 +224,7 @@ def _cpu(model: ModelSpec, sku: InstanceType, explicit: int | None, count: int |
         pipeline_parallel=1,
         data_parallel=1,
         replicas=count or 1,
-        max_model_len=sizing_context(model, explicit),
+        max_model_len=context,
         context_fitted=False,
         why="a CPU-only node runs the transformers runtime in RAM",
     )

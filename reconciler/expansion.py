@@ -14,7 +14,7 @@ from typing import Any
 
 from crds.workspace import Workspace
 from presets.catalog import Catalog
-from presets.expand import Resolved, expand, resolve
+from presets.expand import Resolved, expand, resolve, runs_on_cpu
 from presets.fit import fit_report
 from presets.validate import ValidationOptions, validate_workspace
 from presets.validate.context import check_config_context, config_max_model_len
@@ -140,9 +140,10 @@ def node_request(ws: Workspace, resolved: Resolved) -> NodeRequest:
     selector = full.get("matchLabels") or {}
     expressions = [e for e in full.get("matchExpressions") or [] if isinstance(e, Mapping)]
     gpus = int(resolved.gpus_per_node or 0)
-    if not gpus and resolved.runtime == "vllm" and resolved.preset and ws.inference is not None:
-        gpus = 1  # bring-your-own nodes for a GPU runtime: at least one GPU each
     it = resolved.instance_type
+    if (not gpus and resolved.runtime == "vllm" and resolved.preset and ws.inference is not None
+            and not runs_on_cpu(it)):
+        gpus = 1  # bring-your-own nodes for a GPU runtime: at least one GPU each
     instance_type = it.name if it is not None else str(
         (resource.instance_type if resource else None) or "")
     required = 0.0

@@ -2,7 +2,8 @@
 
 Pure builders used by reconciler.objects; they follow Kaito's pod contract (GPU requests
 per node, /dev/shm in memory, health probes on port 5000 whose startup budget grows with
-the weight size) and must not perform I/O or read anything but their arguments.
+the weight size; vLLM on a CPU-only node also gets its KV cache space in RAM,
+VLLM_CPU_KVCACHE_SPACE) and must not perform I/O or read anything but their arguments.
 Two guards of the pod's network face live here too: the API key Secret a Workspace names
 (annotation kaito.sh/api-key-secret) is mounted read only and passed as `--api-key-file`,
 and a multi-node pod gets Ray's token auth (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from the
@@ -22,7 +23,8 @@ from crds.workspace import (
     Workspace,
 )
 from presets.commands import adapters_of, inference_command
-from presets.expand import Resolved
+from presets.expand import Resolved, runs_on_cpu
+from presets.layout import DEFAULT_MAX_MODEL_LEN, cpu_kv_cache_gib
 from reconciler import common as c
 from reconciler import weights
 
@@ -102,6 +104,10 @@ def _env(ws: Workspace, resolved: Resolved, multi: bool) -> list[Obj]:
             {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
                 "name": ray_token_secret_name(ws), "key": RAY_TOKEN_KEY}}},
         ]
+    if resolved.runtime == "vllm" and runs_on_cpu(resolved.instance_type) and resolved.model:
+        # vLLM's CPU build takes its KV cache from RAM, this many GiB (default 4)
+        space = cpu_kv_cache_gib(resolved.model, resolved.max_model_len or DEFAULT_MAX_MODEL_LEN)
+        env.append({"name": "VLLM_CPU_KVCACHE_SPACE", "value": str(space)})
     return env
 
 

@@ -26,8 +26,8 @@ from crds.workspace import (
     parse_workspace_lenient,
     provisioner_of,
 )
-from presets.catalog import Catalog
-from presets.expand import RUNTIMES, parse_max_model_len
+from presets.catalog import Catalog, ModelSpec
+from presets.expand import RUNTIMES, parse_max_model_len, runs_on_cpu
 from presets.validate.annotations import check_annotations
 from presets.validate.net import dns_label_problem, image_case_warning
 from presets.validate.preset import is_hf_id
@@ -73,12 +73,29 @@ def _metadata(ws: Workspace, catalog: Catalog) -> list[FieldError]:
     preset = ws.inference.preset if ws.inference is not None else None
     model = catalog.model(preset.name) if preset is not None and preset.name else None
     if model is not None and runtime == "vllm" and model.runtime == "transformers":
-        message = f"preset {model.name} runs only on the transformers runtime"
-        out.append(FieldError(path=path, type="Invalid", message=message, value=runtime))
+        problem = _vllm_on_cpu_problem(ws, model, catalog)
+        if problem:
+            out.append(FieldError(path=path, type="Invalid", message=problem, value=runtime))
     out += _max_model_len(
         annotations.get(ANNOTATION_MAX_MODEL_LEN), model.context_length if model else None
     )
     return out + _provisioner(annotations)
+
+
+def _vllm_on_cpu_problem(ws: Workspace, model: ModelSpec, catalog: Catalog) -> str | None:
+    """Why vLLM cannot serve this transformers preset, or None: only the presets the catalog
+    marks vllmOnCpu, and only on a CPU-only instance type (vLLM's CPU image)."""
+    if not model.vllm_on_cpu:
+        return f"preset {model.name} runs only on the transformers runtime"
+    name = ws.resource.instance_type if ws.resource is not None else None
+    sku = catalog.instance_type(name) if name else None
+    if runs_on_cpu(sku):
+        return None
+    where = f"instance type {name} has GPUs" if sku is not None else (
+        "name a CPU-only resource.instanceType" if not name
+        else f"instance type {name} is not in the catalog")
+    return (f"preset {model.name} runs on vLLM only from vLLM's CPU image, on a CPU-only "
+            f"instance type ({where}); on GPUs it runs on the transformers runtime")
 
 
 def _provisioner(annotations: Mapping[str, str]) -> list[FieldError]:

@@ -16,6 +16,7 @@ import openai
 import pytest
 import requests
 
+from reconciler.podsecurity import NON_ROOT_UID
 from rig.images.dockerd import Engine
 from rig.procs import free_port
 from rig.tinymodel import build_tiny_model
@@ -58,15 +59,18 @@ def test_cpu_runtime_answers_chat_and_openai_with_smollm2(
         assert "Paris" in (answer.choices[0].message.content or "")
 
 
-def test_the_runtime_images_carry_no_control_plane_and_run_as_non_root(
+def test_the_runtime_images_carry_no_control_plane_and_run_as_the_pods_user(
         engine: Engine, image: Callable[[str], str]) -> None:
-    probe = ("import importlib.util as u, json, os; print(json.dumps([os.getuid()] + [m for m in "
+    """Each runtime image's user is the uid the reconciler runs model pods as, and its $HOME
+    is writable (vLLM keeps its caches there and stops at start-up when it cannot)."""
+    probe = ("import importlib.util as u, json, os; print(json.dumps([os.getuid(), "
+             "os.access(os.environ['HOME'], os.W_OK)] + [m for m in "
              "['runtime', 'presets', 'webhook', 'reconciler', 'kaito', 'crds', 'kubernetes'] "
              "if u.find_spec(m)]))")
-    for folder in ("cpu-runtime", "tuning-runtime"):
-        with one_shot(engine, image(folder), "python", "-c", probe) as proc:
+    for folder in ("cpu-runtime", "tuning-runtime", "vllm-runtime"):
+        with one_shot(engine, image(folder), "python3", "-c", probe) as proc:
             assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout) == [1000, "runtime"], folder
+        assert json.loads(proc.stdout) == [NON_ROOT_UID, True, "runtime"], folder
 
 
 def _step(engine: Engine, tag: str, work: Path, *argv: str) -> list[dict[str, object]]:
@@ -90,7 +94,7 @@ def test_the_tuning_image_trains_the_tiny_model_and_pushes_the_adapter(
         "TrainingArguments": {"learning_rate": 0.01, "max_steps": 6, "save_steps": 3}}}))
     registry.docker_config(work / "push-secret.json")
     for path in [work, *work.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)  # the container's uid 1000 writes here
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the container's uid 65532 writes here
     _step(engine, tag, work, "fetch", "--method", "lora", "--volume", "/work/source")
     steps = [e for e in _step(engine, tag, work, "train", "--model", "/work/model", "--method",
                               "lora", "--data-dir", "/work/source", "--output-dir", "/work/out",

@@ -16,6 +16,7 @@ from presets.catalog import (
     kv_bytes_per_token,
     load_catalog,
 )
+from presets.catalog_checks import IMAGE_KEYS
 
 KAITO_PRESET_NAMES = (
     "phi-3-mini-4k-instruct",
@@ -81,7 +82,7 @@ def test_model_facts_give_kv_bytes_per_token(catalog: Catalog) -> None:
 def test_every_image_is_pinned(catalog: Catalog) -> None:
     images = [m.image for m in catalog.models.values() if m.image is not None]
     images += list(catalog.images.values())
-    assert len(images) == len(catalog.models) - len(PRIVATE_PRESET_NAMES) + 3
+    assert len(images) == len(catalog.models) - len(PRIVATE_PRESET_NAMES) + len(IMAGE_KEYS)
     assert all(":" in i.rsplit("/", 1)[-1] and not i.endswith(":latest") for i in images)
 
 
@@ -288,6 +289,8 @@ def _edit(doc: dict[str, Any], name: str) -> dict[str, Any]:
             "phi-2", {"deprecated": "yes"}, (), "deprecated: must be true or false", id="flag-type"
         ),
         pytest.param("phi-4", {"access": "secret"}, (), "access: must be one of", id="access"),
+        pytest.param("phi-4", {"vllmOnCpu": True}, (), "vllmOnCpu is for transformers presets",
+                     id="vllm-on-cpu-of-a-vllm-preset"),
     ],
 )
 def test_broken_model_rules_are_named(

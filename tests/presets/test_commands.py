@@ -89,6 +89,13 @@ CASES = [
     pytest.param(
         workspace("smollm2-135m-instruct", "Standard_D4s_v3"), None, id="smollm2-135m-cpu"
     ),
+    pytest.param(  # vLLM's CPU build (catalog vllmOnCpu), weights from a model artifact
+        workspace("smollm2-135m-instruct", "Standard_D4s_v3", annotations={
+            "kaito.sh/runtime": "vllm",
+            "kaito.sh/model-artifact": "registry.example.com/models/smollm2-135m:1"}),
+        None,
+        id="smollm2-135m-vllm-cpu",
+    ),
     pytest.param(
         workspace("smollm2-360m-instruct", "Standard_D8s_v3", adapters=ADAPTER),
         None,
@@ -180,6 +187,20 @@ def test_quantized_checkpoints_let_vllm_read_their_dtype() -> None:
     for preset in ("deepseek-r1-0528", "gpt-oss-20b", "ministral-3-8b-instruct"):
         args = command_for(workspace(preset, "Standard_NC80adis_H100_v5"))
         assert args[args.index("--dtype") + 1] == "auto", preset
+
+
+def test_vllm_on_a_cpu_node_runs_float32_from_the_cpu_image() -> None:
+    obj = workspace("smollm2-135m-instruct", "Standard_D4s_v3",
+                    annotations={"kaito.sh/runtime": "vllm"})
+    ws = parse_workspace(expand_object(obj, CATALOG))
+    resolved = resolve(ws, CATALOG)
+    assert resolved.image == CATALOG.images["vllm-cpu"]
+    args = inference_command(ws, resolved)
+    assert args[args.index("--dtype") + 1] == "float32"
+    assert "--gpu-memory-utilization" not in args  # VLLM_CPU_KVCACHE_SPACE sizes it on CPU
+    gpu = command_for(workspace("phi-3-mini-4k-instruct", "Standard_NC24ads_A100_v4"))
+    assert gpu[gpu.index("--dtype") + 1] == "bfloat16"
+    assert "--gpu-memory-utilization" in gpu
 
 
 @pytest.mark.parametrize(("obj", "config"), CASES)

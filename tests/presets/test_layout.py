@@ -9,6 +9,7 @@ from presets.fit import fit_report
 from presets.layout import (
     CONTEXT_STEP,
     DEFAULT_MAX_MODEL_LEN,
+    cpu_kv_cache_gib,
     engine_need_gib,
     layout,
     usable_gib,
@@ -122,6 +123,18 @@ def test_a_refused_layout_keeps_the_sizing_context(catalog: Catalog) -> None:
 def test_a_cpu_node_runs_the_transformers_runtime(catalog: Catalog) -> None:
     lay = layout(*_pair(catalog, "smollm2-135m-instruct", "Standard_D4s_v3"))
     assert (lay.nodes, lay.kind, lay.summary()) == (1, "cpu", "cpu")
+
+
+def test_vllm_on_cpu_gets_kv_cache_room_for_four_full_sequences_in_float32(
+        catalog: Catalog) -> None:
+    small, bigger = catalog.models["smollm2-135m-instruct"], catalog.models["smollm2-360m-instruct"]
+    # 2 x 32 layers x 5 KV heads x 64 x 4 bytes = 80 KiB a token; x 4096 x 4 = 1.25 GiB
+    assert (cpu_kv_cache_gib(small, 4096), cpu_kv_cache_gib(bigger, 4096)) == (1, 2)
+    assert cpu_kv_cache_gib(bigger, 8192) == 3
+    # that room is part of what the node's RAM must hold: 0.67 x 2 + 2 + 2 GiB > 4 GiB
+    tight = InstanceType(name="tiny", cloud="azure", gpu_model=None, gpu_count=0,
+                         gpu_memory_gib=0, vcpu=2, memory_gib=4, relative_cost=1)
+    assert layout(bigger, tight).nodes == 0
 
 
 def test_the_stored_context_gives_back_the_same_layout(catalog: Catalog) -> None:

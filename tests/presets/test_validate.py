@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -260,3 +261,30 @@ def test_max_nodes_is_an_option(catalog: Catalog) -> None:
     tight = validate_object(doc, catalog, options=ValidationOptions(max_nodes=4))
     assert [(e.path, e.type) for e in tight] == [("resource.instanceType", "Invalid")]
     assert validate_object(doc, catalog) == []
+
+
+def test_vllm_serves_a_transformers_preset_only_from_its_cpu_image_on_a_cpu_node(
+        catalog: Catalog) -> None:
+    """kaito.sh/runtime: vllm on SmolLM2 (catalog vllmOnCpu) runs vLLM's CPU build; it is
+    refused on GPUs, without a known instance type, and for presets the catalog keeps on
+    the transformers runtime."""
+    vllm = {"name": "a", "annotations": {"kaito.sh/runtime": "vllm"}}
+    ok = inference_ws("smollm2-135m-instruct", "Standard_D4s_v3", metadata=vllm)
+    assert validate_object(expand_object(ok, catalog), catalog) == []
+
+    def refusal(doc: Doc, cat: Catalog = catalog, **options: bool) -> str:
+        errors = validate_object(expand_object(doc, cat), cat,
+                                 options=ValidationOptions(**options))
+        found = [e for e in errors if e.path == "metadata.annotations[kaito.sh/runtime]"]
+        assert [e.type for e in found] == ["Invalid"], [str(e) for e in errors]
+        return found[0].message
+
+    gpu = inference_ws("smollm2-135m-instruct", "Standard_NC24ads_A100_v4", metadata=vllm)
+    assert "instance type Standard_NC24ads_A100_v4 has GPUs" in refusal(gpu)
+    byo = inference_ws("smollm2-135m-instruct", metadata=vllm)
+    del byo["resource"]["instanceType"]
+    assert "name a CPU-only resource.instanceType" in refusal(byo, require_instance_type=False)
+    model = catalog.models["smollm2-135m-instruct"]
+    kept = dataclasses.replace(catalog, models={
+        **catalog.models, model.name: dataclasses.replace(model, vllm_on_cpu=False)})
+    assert refusal(ok, kept) == "preset smollm2-135m-instruct runs only on the transformers runtime"

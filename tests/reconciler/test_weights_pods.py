@@ -17,8 +17,9 @@ import pytest
 from crds.workspace import ANNOTATION_MODEL_ARTIFACT
 from presets.catalog import load_catalog
 from reconciler import weights
-from reconciler.expansion import prepare
+from reconciler.expansion import node_request, prepare
 from reconciler.objects import desired_objects
+from reconciler.provision.byo import node_problem
 from reconciler.settings import Settings
 from runtime.serving.settings import parse_settings
 from runtime.weights.__main__ import build_parser as weights_parser
@@ -124,3 +125,29 @@ def test_a_model_artifact_is_pulled_by_the_first_init_container_after_the_owner(
     served = parse_settings(model["command"][3:])
     assert served.model == f"oci://{REF}"
     assert _env(model)["KAITO_WEIGHTS_OFFLINE"] == "1"  # use-local-weights: never online
+
+
+def test_vllm_on_a_cpu_node_gets_its_kv_cache_space_and_pulls_with_the_cpu_image() -> None:
+    pod = _pod({"kaito.sh/runtime": "vllm", ANNOTATION_MODEL_ARTIFACT: REF}, {})
+    model = pod["containers"][0]
+    assert model["image"] == CATALOG.images["vllm-cpu"]
+    assert _env(model)["VLLM_CPU_KVCACHE_SPACE"] == "1"  # 4 x 4096 tokens of SmolLM2-135M
+    assert {c["name"]: c["image"] for c in pod["initContainers"]}["weights"] == model["image"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in _env(_pod({}, {})["containers"][0])
+
+
+def test_vllm_on_a_cpu_instance_type_asks_its_node_for_no_gpu() -> None:
+    """A CPU-only node never advertises nvidia.com/gpu: the node must count as ready."""
+    obj = {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+           "metadata": {"name": "w", "namespace": "default",
+                        "annotations": {"kaito.sh/runtime": "vllm"}},
+           "resource": {"instanceType": "Standard_D4s_v3",
+                        "labelSelector": {"matchLabels": {"a": "b"}}},
+           "inference": {"preset": {"name": "smollm2-135m-instruct"}}}
+    prep = prepare(obj, CATALOG)
+    assert node_request(prep.ws, prep.resolved).gpus_per_node == 0
+    cpu_node = {"metadata": {"name": "n1"}, "spec": {}, "status": {
+        "capacity": {"cpu": "4"}, "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert node_problem(cpu_node, 0) == ""
