@@ -20,11 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from demo_agents import AGENTS_CONFIG, READY_FILE, write_preload
 from demo_common import REPO, DemoError, Steps, demo_dir
 from demo_procs import Registry
+
+if TYPE_CHECKING:
+    from rig.imageregistry import Published
 
 NODECLAIM_CRD = REPO / "hack" / "rig" / "nodeclaims.karpenter.sh.yaml"
 SYSTEM_NODE = "kaito-system-1"
@@ -130,7 +133,7 @@ def step_images(ctx: Ctx) -> None:
     ctx.steps.end()
 
 
-def build_and_publish(ctx: Ctx, folders: tuple[str, ...]) -> list[Any]:
+def build_and_publish(ctx: Ctx, folders: tuple[str, ...]) -> list[Published]:
     """Build the images of `folders` (reusing unchanged ones) and push them to the demo's
     registry (which must be running); rig.imageregistry.Published of each."""
     from rig.imageregistry import ImageRegistry, publish

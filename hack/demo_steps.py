@@ -11,7 +11,7 @@ registry's pod side) as a real Job from the tuning image; a finished Job is repo
 not rerun. The vLLM step comes after the Paris answer, so that building vLLM's CPU image
 (minutes on a fresh machine) never holds up the first answer: it publishes that image, has
 the simulated Karpenter preload it, and serves examples/smollm2-135m-vllm.yaml from it with
-the weights artifact the tuning step pushed (pushed here when absent).
+the weights artifact the tuning step pushed (each of the two pushes it when absent).
 
 It must not: wait without a deadline, print a step without its number and time, or call
 any kubectl but the rig's.
@@ -129,6 +129,10 @@ def _ask(ctx: Ctx, name: str) -> None:
     except (json.JSONDecodeError, AttributeError):
         text = answer
     ctx.steps.say(f"answer: {text.strip()}")
+    _must_say_paris(text)
+
+
+def _must_say_paris(text: str) -> None:
     if "paris" not in text.lower():
         raise DemoError(f"the model's answer does not mention Paris: {text!r}")
 
@@ -158,7 +162,25 @@ def _push_secret(ctx: Ctx) -> Path:
     return path
 
 
-def _push_weights(ctx: Ctx, reference: str, secret: Path) -> None:
+def _repository_and_tag(reference: str) -> tuple[str, str]:
+    """HOST[:PORT]/REPO:TAG (an `oci://` prefix allowed) -> (REPO, TAG)."""
+    repository, tag = reference.removeprefix("oci://").split("/", 1)[1].rsplit(":", 1)
+    return repository, tag
+
+
+def _ensure_weights(ctx: Ctx, artifact: str, secret: Path) -> None:
+    """The base weights artifact in the registry: pushed with `kaito model push` when absent
+    (the tuning step's base and the vLLM step's weights are the same artifact)."""
+    from rig.imageregistry import ImageRegistry
+
+    reference = artifact.removeprefix("oci://")
+    try:
+        ImageRegistry(ctx.state).manifest(*_repository_and_tag(reference))
+        ctx.steps.say(f"model artifact {artifact} is already in the registry")
+        return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise DemoError(f"the registry did not answer for {artifact}: {exc}") from exc
     argv = [sys.executable, "-m", "kaito", "model", "push", "smollm2-135m-instruct",
             reference, "--push-secret", str(secret), "--plain-http"]
     ctx.steps.say(f"$ kaito model push smollm2-135m-instruct {reference} --push-secret ... "
@@ -210,11 +232,7 @@ def step_tuning(ctx: Ctx) -> None:
     ws = next(d for d in docs if d["kind"] == "Workspace")
     name = str(ws["metadata"]["name"])
     secret = _push_secret(ctx)
-    artifact = str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"])
-    conds = workspace_conditions(ctx, name) if ctx.kubectl(
-        "get", "workspace", "-n", NAMESPACE, name, check=False).returncode == 0 else {}
-    if conds.get("WorkspaceSucceeded", {}).get("status") != "True":
-        _push_weights(ctx, artifact.removeprefix("oci://"), secret)
+    _ensure_weights(ctx, str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"]), secret)
     rendered = ctx.dir / TUNING.name
     import yaml
 
@@ -263,7 +281,7 @@ def _show_tuning_result(ctx: Ctx, name: str, output: str) -> None:
                       f"{float(done[0]['final_loss']):.3f}")
     else:
         ctx.steps.say(f"train: no log left for the pod ({pod.get('metadata', {}).get('name')})")
-    repository, tag = output.split("/", 1)[1].rsplit(":", 1)
+    repository, tag = _repository_and_tag(output)
     registry = ImageRegistry(ctx.state)
     digest, manifest = registry.manifest(repository, tag)
     ctx.steps.say(f"pushed adapter {output} ({digest}), read back from the registry")
@@ -274,7 +292,7 @@ def _show_tuning_result(ctx: Ctx, name: str, output: str) -> None:
 
 
 def step_vllm(ctx: Ctx) -> None:
-    from rig.imageregistry import ImageRegistry, RegistryError
+    from rig.imageregistry import RegistryError
 
     ctx.steps.begin(f"The same model on vLLM: {VLLM.relative_to(REPO)}, vLLM's CPU image in a "
                     "real pod, weights from the model artifact")
@@ -291,16 +309,8 @@ def step_vllm(ctx: Ctx) -> None:
     docs = _rendered(ctx, VLLM)
     ws = next(d for d in docs if d["kind"] == "Workspace")
     name = str(ws["metadata"]["name"])
-    secret = _push_secret(ctx)
-    artifact = str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"])
-    repository, tag = artifact.removeprefix("oci://").split("/", 1)[1].rsplit(":", 1)
-    try:
-        ImageRegistry(ctx.state).manifest(repository, tag)
-        ctx.steps.say(f"model artifact {artifact} is in the registry (the tuning step pushed it)")
-    except urllib.error.HTTPError as exc:
-        if exc.code != 404:
-            raise DemoError(f"the registry did not answer for {artifact}: {exc}") from exc
-        _push_weights(ctx, artifact.removeprefix("oci://"), secret)
+    _ensure_weights(ctx, str(ws["metadata"]["annotations"]["kaito.sh/model-artifact"]),
+                    _push_secret(ctx))
     import yaml
 
     rendered = ctx.dir / VLLM.name
@@ -346,8 +356,7 @@ def _ask_openai(ctx: Ctx, name: str, model: str) -> None:
     except (json.JSONDecodeError, KeyError, IndexError, TypeError):
         raise DemoError(f"not an OpenAI chat completion: {answer[:2000]!r}") from None
     ctx.steps.say(f"OpenAI API answer: {text.strip()}")
-    if "paris" not in text.lower():
-        raise DemoError(f"the model's answer does not mention Paris: {text!r}")
+    _must_say_paris(text)
 
 
 def step_failures(ctx: Ctx) -> None:
